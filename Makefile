@@ -1,0 +1,28 @@
+# Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
+CARGO ?= cargo
+
+.PHONY: deps sandbox test lint bench fuzz clean
+
+deps:
+	.ci/install-deps
+
+sandbox: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/axon-sandbox
+
+test: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) build --workspace --bins
+	$(CARGO) test --workspace
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench --bench registrar_cost
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,250 @@
+//! ZooKeeper settings shared by both daemons, and opening a session with them.
+//!
+//! Each daemon holds one session. Opening fails fast when no server answers (the caller retries
+//! with [`crate::backoff::Backoff`]); once open, the client itself moves between ensemble members
+//! and reports `Disconnected`/`SyncConnected`; `Expired` is terminal and needs a new session.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use zookeeper_client::{Acl, Acls, Client, CreateMode, Permission, SessionState};
+
+use crate::config::{Checker, ConfigError, quoted};
+
+/// The `[zookeeper]` table as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawZookeeper {
+    /// `host:port[,host:port…][/chroot]`.
+    pub connect: String,
+    pub chroot: Option<String>,
+    pub session_timeout: Option<String>,
+    pub connection_timeout: Option<String>,
+    pub reconnect_backoff_max: Option<String>,
+    pub digest: Option<RawDigest>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDigest {
+    pub user: String,
+    pub password: String,
+}
+
+/// Validated ZooKeeper settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ZkSettings {
+    /// `host:port,host:port`, without a chroot.
+    pub hosts: String,
+    /// Everything the daemon reads and writes lives below this path, created when missing.
+    pub chroot: Option<String>,
+    pub session_timeout: Duration,
+    pub connection_timeout: Option<Duration>,
+    /// The longest wait between two attempts to open a session.
+    pub reconnect_backoff_max: Duration,
+    pub digest: Option<Digest>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Digest {
+    pub user: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for Digest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Digest").field("user", &self.user).finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RECONNECT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+impl RawZookeeper {
+    /// Validates the table found at `field` (normally `zookeeper`).
+    pub fn validate(&self, check: &Checker<'_>, field: &str) -> Result<ZkSettings, ConfigError> {
+        let (hosts, inline_chroot) = match self.connect.split_once('/') {
+            Some((hosts, chroot)) => (hosts, Some(format!("/{chroot}"))),
+            None => (self.connect.as_str(), None),
+        };
+        let hosts = hosts.trim();
+        let expected = "comma-separated host:port pairs, such as \"zk1:2181,zk2:2181\"";
+        let mut parts = Vec::new();
+        for part in hosts.split(',') {
+            let part = part.trim();
+            let ok = part
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0));
+            if !ok {
+                return Err(check.invalid(format!("{field}.connect"), quoted(&self.connect), expected));
+            }
+            parts.push(part);
+        }
+        let chroot = match (&self.chroot, inline_chroot) {
+            (Some(_), Some(_)) => {
+                return Err(check.invalid(
+                    format!("{field}.chroot"),
+                    quoted(self.chroot.as_deref().unwrap_or_default()),
+                    "no chroot here when `connect` already ends in one",
+                ));
+            }
+            (Some(c), None) => Some(check.zk_path(&format!("{field}.chroot"), c)?),
+            (None, Some(c)) => Some(check.zk_path(&format!("{field}.connect"), &c)?),
+            (None, None) => None,
+        }
+        .filter(|c| c != "/");
+        let session_timeout = match &self.session_timeout {
+            Some(t) => check.duration(
+                &format!("{field}.session_timeout"),
+                t,
+                Duration::from_secs(1),
+                Duration::from_secs(600),
+            )?,
+            None => DEFAULT_SESSION_TIMEOUT,
+        };
+        let connection_timeout = match &self.connection_timeout {
+            Some(t) => Some(check.duration(
+                &format!("{field}.connection_timeout"),
+                t,
+                Duration::from_millis(100),
+                session_timeout,
+            )?),
+            None => None,
+        };
+        let reconnect_backoff_max = match &self.reconnect_backoff_max {
+            Some(t) => check.duration(
+                &format!("{field}.reconnect_backoff_max"),
+                t,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            None => DEFAULT_RECONNECT_BACKOFF_MAX,
+        };
+        let digest = match &self.digest {
+            Some(d) if d.user.is_empty() || d.user.contains(':') => {
+                return Err(check.invalid(
+                    format!("{field}.digest.user"),
+                    quoted(&d.user),
+                    "a non-empty name without ':'",
+                ));
+            }
+            Some(d) => Some(Digest { user: d.user.clone(), password: d.password.clone() }),
+            None => None,
+        };
+        Ok(ZkSettings {
+            hosts: parts.join(","),
+            chroot,
+            session_timeout,
+            connection_timeout,
+            reconnect_backoff_max,
+            digest,
+        })
+    }
+}
+
+impl ZkSettings {
+    /// Settings for a plain connection, as tests and tools use.
+    pub fn new(hosts: impl Into<String>) -> ZkSettings {
+        ZkSettings {
+            hosts: hosts.into(),
+            chroot: None,
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            connection_timeout: None,
+            reconnect_backoff_max: DEFAULT_RECONNECT_BACKOFF_MAX,
+            digest: None,
+        }
+    }
+
+    /// The ACL for nodes this daemon creates: open without credentials; with digest
+    /// credentials, full rights for the creator and read for everyone (so proxies can read).
+    pub fn acls(&self) -> Acls<'static> {
+        static OWNED_WORLD_READABLE: [Acl; 2] =
+            [Acl::new_const(Permission::ALL, "auth", ""), Acl::new_const(Permission::READ, "world", "anyone")];
+        if self.digest.is_some() { Acls::new(&OWNED_WORLD_READABLE) } else { Acls::anyone_all() }
+    }
+
+    /// Opens a session: fails fast with [`zookeeper_client::Error::NoHosts`] when no server
+    /// serves, so the caller decides how long to wait before the next attempt.
+    pub async fn connect(&self) -> Result<Client, zookeeper_client::Error> {
+        let mut connector = Client::connector().with_session_timeout(self.session_timeout).with_fail_eagerly();
+        if let Some(timeout) = self.connection_timeout {
+            connector = connector.with_connection_timeout(timeout);
+        }
+        if let Some(digest) = &self.digest {
+            connector = connector.with_auth("digest", format!("{}:{}", digest.user, digest.password).as_bytes());
+        }
+        let client = connector.connect(&self.hosts).await?;
+        let Some(chroot) = &self.chroot else { return Ok(client) };
+        client.mkdir(chroot, &CreateMode::Persistent.with_acls(self.acls())).await?;
+        client.chroot(chroot.as_str()).map_err(|_| zookeeper_client::Error::BadArguments(&"invalid chroot"))
+    }
+}
+
+/// Creates every missing ancestor of `path` (not `path` itself) as a persistent node.
+pub async fn ensure_parent(client: &Client, path: &str, acls: Acls<'_>) -> Result<(), zookeeper_client::Error> {
+    match Path::new(path).parent().and_then(Path::to_str) {
+        Some(parent) if parent != "/" && !parent.is_empty() => {
+            client.mkdir(parent, &CreateMode::Persistent.with_acls(acls)).await
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A short lowercase name for a session state, as shown in status output and metrics.
+pub fn state_name(state: SessionState) -> &'static str {
+    match state {
+        SessionState::Disconnected => "disconnected",
+        SessionState::SyncConnected => "connected",
+        SessionState::ConnectedReadOnly => "connected_read_only",
+        SessionState::Expired => "expired",
+        SessionState::AuthFailed => "auth_failed",
+        SessionState::Closed => "closed",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(connect: &str) -> RawZookeeper {
+        RawZookeeper {
+            connect: connect.into(),
+            chroot: None,
+            session_timeout: None,
+            connection_timeout: None,
+            reconnect_backoff_max: None,
+            digest: None,
+        }
+    }
+
+    fn validate(raw: &RawZookeeper) -> Result<ZkSettings, ConfigError> {
+        raw.validate(&Checker::new(Path::new("c.toml")), "zookeeper")
+    }
+
+    #[test]
+    fn accepts_ensembles_and_inline_chroots() {
+        let s = validate(&raw("zk1:2181, zk2:2182/axon/")).unwrap();
+        assert_eq!(s.hosts, "zk1:2181,zk2:2182");
+        assert_eq!(s.chroot.as_deref(), Some("/axon"));
+        assert_eq!(s.session_timeout, DEFAULT_SESSION_TIMEOUT);
+    }
+
+    #[test]
+    fn rejects_bad_connect_strings() {
+        for bad in ["", "zk1", "zk1:0", "zk1:99999", ":2181", "zk1:2181,,zk2:2181", "zk1:2181/a//b"] {
+            let err = validate(&raw(bad)).unwrap_err();
+            assert_eq!(err.field(), Some("zookeeper.connect"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn rejects_timeouts_out_of_range() {
+        let mut r = raw("zk:2181");
+        r.session_timeout = Some("10ms".into());
+        assert_eq!(validate(&r).unwrap_err().field(), Some("zookeeper.session_timeout"));
+        r.session_timeout = Some("4s".into());
+        r.connection_timeout = Some("5s".into());
+        assert_eq!(validate(&r).unwrap_err().field(), Some("zookeeper.connection_timeout"));
+    }
+}

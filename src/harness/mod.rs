@@ -1,0 +1,23 @@
+//! The pieces of the harness; see each module.
+
+pub mod bins;
+pub mod haproxy;
+pub mod http;
+pub mod kazoo;
+pub mod ports;
+pub mod process;
+pub mod registrar;
+pub mod sample;
+pub mod wait;
+pub mod zk;
+
+/// A directory for one harness object's files, removed on drop unless `AXON_KEEP_DIRS` is set.
+pub fn workdir(prefix: &str) -> tempfile::TempDir {
+    let mut dir =
+        tempfile::Builder::new().prefix(&format!("axon-{prefix}-")).tempdir().expect("creating a temporary directory");
+    if std::env::var_os("AXON_KEEP_DIRS").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("keeping {}", dir.path().display());
+    }
+    dir
+}

@@ -1,0 +1,146 @@
+//! A child process the harness owns: its output goes to a log file, it dies with the test
+//! process (PR_SET_PDEATHSIG), and it is stopped when dropped; a test that panics gets the
+//! tail of its log printed.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running (or exited) child process.
+#[derive(Debug)]
+pub struct Proc {
+    name: String,
+    child: Child,
+    log: PathBuf,
+    /// Signal used to stop it on drop before SIGKILL.
+    stop_signal: i32,
+    exited: Option<ExitStatus>,
+}
+
+impl Proc {
+    /// Spawns `command`, its stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Proc {
+        let out = File::options().create(true).append(true).open(log).expect("opening a log file");
+        let err = out.try_clone().expect("cloning a log file handle");
+        command.stdin(Stdio::null()).stdout(out).stderr(err);
+        use std::os::unix::process::CommandExt as _;
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
+        // when the thread that spawned it exits, so nothing outlives a killed test run.
+        unsafe {
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = command.spawn().unwrap_or_else(|e| panic!("starting {name} ({command:?}): {e}"));
+        Proc { name: name.to_owned(), child, log: log.to_owned(), stop_signal: libc::SIGKILL, exited: None }
+    }
+
+    /// Stop with `signal` (then SIGKILL after a while) instead of SIGKILL at once.
+    pub fn with_stop_signal(mut self, signal: i32) -> Proc {
+        self.stop_signal = signal;
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits in i32")
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Sends a signal (SIGTERM, SIGHUP, SIGSTOP, SIGCONT, …).
+    pub fn signal(&self, signal: i32) {
+        if self.exited.is_none() {
+            // SAFETY: kill has no memory effects; the pid is our own unreaped child.
+            unsafe { libc::kill(self.pid(), signal) };
+        }
+    }
+
+    /// Freezes the process (SIGSTOP), as a hung process or a long GC pause would.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    /// Whether it is still running (reaps it if it exited).
+    pub fn is_running(&mut self) -> bool {
+        self.try_wait().is_none()
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.exited = self.child.try_wait().ok().flatten();
+        }
+        self.exited
+    }
+
+    /// Waits up to `timeout` for it to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// SIGKILL, and reap.
+    pub fn kill(&mut self) {
+        if self.exited.is_none() {
+            self.signal(libc::SIGCONT);
+            let _ = self.child.kill();
+            self.exited = self.child.wait().ok();
+        }
+    }
+
+    /// Sends `signal`, waits up to `timeout`, then SIGKILLs; returns the exit status.
+    pub fn stop(&mut self, signal: i32, timeout: Duration) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            self.signal(libc::SIGCONT);
+            self.signal(signal);
+            if self.wait_exit(timeout).is_none() {
+                self.kill();
+            }
+        }
+        self.exited
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- last lines of {} ({}) ----\n{}\n----", self.name, self.log.display(), self.log_tail(40));
+        }
+        if self.stop_signal == libc::SIGKILL {
+            self.kill();
+        } else {
+            self.stop(self.stop_signal, Duration::from_secs(3));
+        }
+    }
+}

@@ -1,0 +1,87 @@
+"""An independent ZooKeeper client for Axon's tests, built on kazoo (not on Axon's code).
+
+Reads one JSON command per line on stdin and answers one JSON line on stdout, so one
+process serves a whole test. Commands:
+  {"op": "children", "path": p}                  -> {"ok": [names]}   (null if no node)
+  {"op": "get", "path": p}                       -> {"ok": {"data": text, "owner": int, "ctime": int}} (null if none)
+  {"op": "records", "path": p}                   -> {"ok": {child: text}} data of every child
+  {"op": "create", "path": p, "data": text, "ephemeral": bool, "sequence": bool}
+                                                 -> {"ok": created_path}
+  {"op": "set", "path": p, "data": text}         -> {"ok": null}
+  {"op": "delete", "path": p, "recursive": bool} -> {"ok": null}
+  {"op": "session"}                              -> {"ok": "0x..."}
+Errors answer {"error": "..."}.
+"""
+
+import json
+import logging
+import sys
+
+from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError
+
+
+def main():
+    logging.basicConfig(level=logging.ERROR)
+    hosts = sys.argv[1]
+    client = KazooClient(hosts=hosts, timeout=10.0)
+    client.start(timeout=30)
+    print(json.dumps({"ok": "ready"}), flush=True)
+    for line in sys.stdin:
+        if not line.strip():
+            continue
+        try:
+            reply = {"ok": handle(client, json.loads(line))}
+        except Exception as exc:  # reported to the test, which decides
+            reply = {"error": f"{type(exc).__name__}: {exc}"}
+        print(json.dumps(reply), flush=True)
+    client.stop()
+
+
+def handle(client, cmd):
+    op, path = cmd["op"], cmd.get("path")
+    if op == "children":
+        try:
+            return sorted(client.get_children(path))
+        except NoNodeError:
+            return None
+    if op == "get":
+        try:
+            data, stat = client.get(path)
+        except NoNodeError:
+            return None
+        return {"data": data.decode("utf-8", "replace"), "owner": stat.ephemeralOwner, "ctime": stat.ctime}
+    if op == "records":
+        out = {}
+        try:
+            children = client.get_children(path)
+        except NoNodeError:
+            return {}
+        for child in children:
+            try:
+                data, _ = client.get(f"{path}/{child}")
+            except NoNodeError:
+                continue
+            out[child] = data.decode("utf-8", "replace")
+        return out
+    if op == "create":
+        return client.create(
+            path,
+            cmd.get("data", "").encode(),
+            ephemeral=cmd.get("ephemeral", False),
+            sequence=cmd.get("sequence", False),
+            makepath=True,
+        )
+    if op == "set":
+        client.set(path, cmd["data"].encode())
+        return None
+    if op == "delete":
+        client.delete(path, recursive=cmd.get("recursive", False))
+        return None
+    if op == "session":
+        return hex(client.client_id[0])
+    raise ValueError(f"unknown op {op}")
+
+
+if __name__ == "__main__":
+    main()
