@@ -6,3 +6,4 @@
 //! processes, it is not one.
 
 pub mod harness;
+pub mod sandbox;

@@ -543,3 +543,26 @@ fn http_checks_reuse_one_connection_unless_told_not_to() {
     let _web = Sample::start_on("web", "w1", &[port]);
     wait_registered(&mut kazoo, &format!("{base}/web"), 1, SECOND * 2);
 }
+
+/// A chroot puts everything below it (created when missing); digest credentials make the
+/// znodes the registrar's own: readable by everyone, deletable only with the credentials.
+#[test]
+fn chroot_and_digest_credentials() {
+    let hosts = zk::shared();
+    let chroot = zk::unique_path("chroot");
+    let web = Sample::start("web", "w1");
+    let dir = RegistrarDir::new();
+    let config = dir
+        .header(hosts, "host1", "4s")
+        .replace("reconnect_backoff_max", &format!("chroot = {chroot:?}\nreconnect_backoff_max"))
+        + "[zookeeper.digest]\nuser = \"axon\"\npassword = \"s3cret\"\n\n"
+        + &service("web", web.port(), "/services/web", "200ms", "", &[HTTP]);
+    let _registrar = dir.start(&config);
+    let mut kazoo = Kazoo::connect(hosts);
+    let found = wait_registered(&mut kazoo, &format!("{chroot}/services/web"), 1, SECOND * 5);
+    let child = found.keys().next().unwrap();
+    let err =
+        kazoo.call(serde_json::json!({"op": "delete", "path": format!("{chroot}/services/web/{child}")})).unwrap_err();
+    assert!(err.contains("NoAuth"), "{err}");
+    assert!(registered(&mut kazoo, "/services/web").is_empty(), "nothing outside the chroot");
+}

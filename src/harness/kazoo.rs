@@ -44,7 +44,9 @@ impl Kazoo {
     /// Connects to `hosts` (a connect string).
     pub fn connect(hosts: &str) -> Kazoo {
         let script = bins::workspace_root().join("tests/support/kazoo_cli.py");
+        use std::os::unix::process::CommandExt as _;
         let mut child = Command::new(python())
+            .process_group(0)
             .arg(script)
             .arg(hosts)
             .stdin(Stdio::piped())

@@ -23,8 +23,10 @@ impl Proc {
     pub fn spawn(name: &str, command: &mut Command, log: &Path) -> Proc {
         let out = File::options().create(true).append(true).open(log).expect("opening a log file");
         let err = out.try_clone().expect("cloning a log file handle");
-        command.stdin(Stdio::null()).stdout(out).stderr(err);
         use std::os::unix::process::CommandExt as _;
+        // A process group of its own: a terminal's Ctrl-C reaches the harness's owner, which
+        // stops its children in order, rather than every child at once.
+        command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
         // when the thread that spawned it exits, so nothing outlives a killed test run.
         unsafe {

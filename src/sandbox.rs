@@ -1,0 +1,130 @@
+//! The sandbox: Axon's main job on one machine, built from the harness.
+//!
+//! A three-node ZooKeeper ensemble on 127.0.0.1; service A with two instances and service B
+//! with one (sample HTTP services answering with their names); one axon-registrar per
+//! instance, as on three separate hosts. Everything lives as long as the [`Sandbox`] value.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::harness::kazoo::Kazoo;
+use crate::harness::registrar::{Registrar, RegistrarDir};
+use crate::harness::sample::Sample;
+use crate::harness::zk::Ensemble;
+
+/// Where each service registers, Nerve-style.
+pub fn zk_path(service: &str) -> String {
+    format!("/nerve/services/{service}/services")
+}
+
+/// One instance of a service, with its own registrar.
+pub struct Instance {
+    pub service: String,
+    pub id: String,
+    pub sample: Sample,
+    pub registrar: Registrar,
+}
+
+pub struct Sandbox {
+    pub zookeeper: Ensemble,
+    pub instances: Vec<Instance>,
+    observer: Kazoo,
+}
+
+/// The services and their instances: A×2, B×1.
+pub const LAYOUT: &[(&str, &[&str])] = &[("A", &["a1", "a2"]), ("B", &["b1"])];
+
+impl Sandbox {
+    /// Starts everything and returns once every instance is registered.
+    pub fn start() -> Sandbox {
+        let zookeeper = Ensemble::three();
+        let hosts = zookeeper.connect_string();
+        let mut instances = Vec::new();
+        for (service, ids) in LAYOUT {
+            for id in *ids {
+                let sample = Sample::start(service, id);
+                let registrar = start_registrar(&hosts, service, id, sample.port());
+                instances.push(Instance { service: (*service).to_owned(), id: (*id).to_owned(), sample, registrar });
+            }
+        }
+        let observer = Kazoo::connect(&hosts);
+        let mut sandbox = Sandbox { zookeeper, instances, observer };
+        crate::harness::wait::for_true("every instance registered", crate::harness::wait::SECOND * 30, || {
+            let registered = sandbox.registered();
+            sandbox.instances.iter().all(|i| registered.contains_key(&(i.service.clone(), i.id.clone())))
+        });
+        sandbox
+    }
+
+    /// (service, instance id) → znode name, as ZooKeeper has them now.
+    pub fn registered(&mut self) -> BTreeMap<(String, String), String> {
+        let mut out = BTreeMap::new();
+        for (service, _) in LAYOUT {
+            for (child, data) in self.observer.records(&zk_path(service)) {
+                let id = serde_json::from_str::<serde_json::Value>(&data)
+                    .ok()
+                    .and_then(|v| v["name"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                out.insert(((*service).to_owned(), id), child);
+            }
+        }
+        out
+    }
+
+    /// A text view: ZooKeeper's nodes, then each instance's state in its registrar and in
+    /// ZooKeeper.
+    pub fn view(&mut self) -> String {
+        let registered = self.registered();
+        let mut out = String::new();
+        let modes: Vec<String> =
+            (0..self.zookeeper.len()).map(|i| self.zookeeper.mode(i).unwrap_or_else(|| "down".into())).collect();
+        let _ = writeln!(out, "ZooKeeper {}  [{}]", self.zookeeper.connect_string(), modes.join(", "));
+        let _ = writeln!(out, "\n{:<8} {:<9} {:<22} {:<12} {}", "service", "instance", "address", "registrar", "znode");
+        for instance in &self.instances {
+            let state = instance.registrar.service_state(&instance.service).unwrap_or_else(|| "unreachable".into());
+            let znode = registered
+                .get(&(instance.service.clone(), instance.id.clone()))
+                .map(|child| format!("{}/{child}", zk_path(&instance.service)))
+                .unwrap_or_else(|| "-".into());
+            let _ = writeln!(
+                out,
+                "{:<8} {:<9} {:<22} {:<12} {}",
+                instance.service,
+                instance.id,
+                instance.sample.addr(),
+                state,
+                znode
+            );
+        }
+        out
+    }
+
+    /// Where to look, printed once at start.
+    pub fn guide(&self) -> String {
+        let mut out = String::from("Axon sandbox is up.\n\n");
+        let _ = writeln!(out, "ZooKeeper ensemble: {}", self.zookeeper.connect_string());
+        for instance in &self.instances {
+            let _ = writeln!(
+                out,
+                "{}/{}: service http://{}/  registrar status http://{}/status  metrics http://{}/metrics",
+                instance.service,
+                instance.id,
+                instance.sample.addr(),
+                instance.registrar.status_addr(),
+                instance.registrar.status_addr()
+            );
+        }
+        out
+    }
+}
+
+fn start_registrar(hosts: &str, service: &str, id: &str, port: u16) -> Registrar {
+    let dir = RegistrarDir::new();
+    let config = dir.header(hosts, id, "4s")
+        + &format!(
+            "[[service]]\nname = {service:?}\nhost = \"127.0.0.1\"\nport = {port}\nzk_path = {:?}\ncheck_interval = \"500ms\"\n\
+             [[service.checks]]\ntype = \"http\"\nuri = \"/health\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n",
+            zk_path(service)
+        );
+    dir.start(&config)
+}
