@@ -79,7 +79,7 @@ impl Sandbox {
         let modes: Vec<String> =
             (0..self.zookeeper.len()).map(|i| self.zookeeper.mode(i).unwrap_or_else(|| "down".into())).collect();
         let _ = writeln!(out, "ZooKeeper {}  [{}]", self.zookeeper.connect_string(), modes.join(", "));
-        let _ = writeln!(out, "\n{:<8} {:<9} {:<22} {:<12} {}", "service", "instance", "address", "registrar", "znode");
+        let _ = writeln!(out, "\n{:<8} {:<9} {:<22} {:<12} znode", "service", "instance", "address", "registrar");
         for instance in &self.instances {
             let state = instance.registrar.service_state(&instance.service).unwrap_or_else(|| "unreachable".into());
             let znode = registered
