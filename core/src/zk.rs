@@ -4,7 +4,6 @@
 //! with [`crate::backoff::Backoff`]); once open, the client itself moves between ensemble members
 //! and reports `Disconnected`/`SyncConnected`; `Expired` is terminal and needs a new session.
 
-use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -181,16 +180,6 @@ impl ZkSettings {
     }
 }
 
-/// Creates every missing ancestor of `path` (not `path` itself) as a persistent node.
-pub async fn ensure_parent(client: &Client, path: &str, acls: Acls<'_>) -> Result<(), zookeeper_client::Error> {
-    match Path::new(path).parent().and_then(Path::to_str) {
-        Some(parent) if parent != "/" && !parent.is_empty() => {
-            client.mkdir(parent, &CreateMode::Persistent.with_acls(acls)).await
-        }
-        _ => Ok(()),
-    }
-}
-
 /// A short lowercase name for a session state, as shown in status output and metrics.
 pub fn state_name(state: SessionState) -> &'static str {
     match state {
@@ -205,6 +194,8 @@ pub fn state_name(state: SessionState) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
 
     fn raw(connect: &str) -> RawZookeeper {

@@ -109,6 +109,15 @@ impl CheckKind {
             CheckKind::Exec { .. } => "exec",
         }
     }
+
+    /// What the check targets, as shown to operators: an address, a URL or a command.
+    pub fn target(&self) -> String {
+        match self {
+            CheckKind::Tcp { host, port } => format!("{host}:{port}"),
+            CheckKind::Http(http) => http.url(),
+            CheckKind::Exec { command } => command.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

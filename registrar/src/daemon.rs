@@ -285,6 +285,7 @@ impl Daemon {
                         let (state, streak) = check_state_name(health.state());
                         json!({
                             "type": config.kind.name(),
+                            "target": config.kind.target(),
                             "state": state,
                             "streak": streak,
                             "rise": config.rise.get(),

@@ -9,6 +9,8 @@
 //!   is created again, and znodes left by this process's earlier sessions are deleted;
 //! - a create whose reply was lost: the next pass lists the children and adopts the znode the
 //!   session did create, rather than creating a second one;
+//! - an owned znode deleted by someone else (an operator, an orphan cleaner): a watch on it
+//!   notices and the next pass creates it again;
 //! - stop: every owned znode is deleted (within the grace period), then the session is closed.
 //!
 //! Lifecycle: `Connecting` → `Connected` ⇄ `Disconnected` → (`Expired` → `Connecting`) | `Stopped`.
@@ -20,7 +22,7 @@ use axon_core::backoff::Backoff;
 use axon_core::record::{Record, child_path, sequential_name};
 use axon_core::zk::{ZkSettings, state_name};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -153,6 +155,7 @@ impl Publisher {
             self.desired.borrow().registrations.keys().cloned().collect()
         };
         let mut connected = true;
+        let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
         let mut backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_backoff_max);
         let mut retry_at: Option<Instant> = None;
         self.metrics.zk_connected.set(1);
@@ -160,7 +163,8 @@ impl Publisher {
 
         let end = loop {
             if connected && retry_at.is_none_or(|at| at <= Instant::now()) {
-                let session_ctx = SessionCtx { client, settings, session, previous: &self.previous_sessions };
+                let session_ctx =
+                    SessionCtx { client, settings, session, previous: &self.previous_sessions, changed: &changed_tx };
                 let desired = self.desired.borrow_and_update().registrations.clone();
                 let result = reconcile(&session_ctx, &desired, &mut owned, &mut uncertain, &self.metrics).await;
                 self.publish_owned(&owned);
@@ -217,6 +221,18 @@ impl Publisher {
                         break SessionEnd::Expired;
                     }
                 },
+                Some(path) = changed_rx.recv() => {
+                    let session_ctx =
+                        SessionCtx { client, settings, session, previous: &self.previous_sessions, changed: &changed_tx };
+                    match recheck_owned(&session_ctx, &path, &mut owned).await {
+                        Ok(false) => {}
+                        Ok(true) => retry_at = Some(Instant::now()),
+                        Err(err) => {
+                            debug!(%err, znode = %path, "re-checking an owned znode failed; the next pass decides");
+                            retry_at.get_or_insert_with(Instant::now);
+                        }
+                    }
+                }
                 _ = retry => {}
             }
         };
@@ -255,6 +271,25 @@ struct SessionCtx<'a> {
     settings: &'a ZkSettings,
     session: i64,
     previous: &'a VecDeque<i64>,
+    /// Where the watches on owned znodes report the path that changed.
+    changed: &'a mpsc::UnboundedSender<String>,
+}
+
+/// Watches an owned znode: its path is sent on `changed` when it is deleted or changed (or
+/// when the session ends). The waiting task holds no client, so it never keeps a session open.
+async fn watch_owned(ctx: &SessionCtx<'_>, path: &str) -> Result<(), ZkError> {
+    let (stat, watcher) = ctx.client.check_and_watch_stat(path).await?;
+    let changed = ctx.changed.clone();
+    let path = path.to_owned();
+    if stat.is_none() {
+        let _ = changed.send(path);
+        return Ok(());
+    }
+    tokio::spawn(async move {
+        watcher.changed().await;
+        let _ = changed.send(path);
+    });
+    Ok(())
 }
 
 /// Makes the owned znodes equal to `desired`: deletes, adopts, creates and updates.
@@ -278,44 +313,78 @@ async fn reconcile(
         owned.remove(&service);
     }
     for (service, registration) in desired {
-        if uncertain.contains(service) {
-            adopt(ctx, service, registration, owned, metrics).await?;
-            uncertain.remove(service);
-        }
-        match owned.get(service) {
-            None => match create(ctx, registration).await {
-                Ok(path) => {
-                    info!(%service, znode = %path, "registered");
-                    metrics.registrations.inc();
-                    owned.insert(service.clone(), owned_for(path, registration));
+        let leftovers =
+            if uncertain.contains(service) { adopt(ctx, service, registration, owned).await? } else { Vec::new() };
+        match ensure(ctx, service, registration, owned, metrics).await {
+            Ok(()) => {}
+            Err(err) => {
+                if matches!(err, ZkError::ConnectionLoss | ZkError::Timeout) {
+                    uncertain.insert(service.clone());
                 }
-                Err(err) => {
-                    if matches!(err, ZkError::ConnectionLoss | ZkError::Timeout) {
-                        uncertain.insert(service.clone());
-                    }
-                    return Err(err);
-                }
-            },
-            Some(o) if o.data != registration.data => {
-                let path = o.path.clone();
-                match ctx.client.set_data(&path, &registration.data, None).await {
-                    Ok(_) => {
-                        info!(%service, znode = %path, "record updated");
-                        owned.insert(service.clone(), owned_for(path, registration));
-                    }
-                    Err(ZkError::NoNode) => {
-                        // Someone deleted it: create it again on the next pass.
-                        warn!(%service, znode = %path, "znode vanished; creating it again");
-                        owned.remove(service);
-                        return Err(ZkError::NoNode);
-                    }
-                    Err(err) => return Err(err),
-                }
+                return Err(err);
             }
-            Some(_) => {}
         }
+        // Make before break: an earlier session's znode goes only once this session's exists,
+        // so readers never see the instance missing.
+        for path in leftovers {
+            delete(ctx.client, &path).await?;
+            info!(%service, znode = %path, "deleted the znode of an earlier session");
+            metrics.deregistrations.inc();
+        }
+        uncertain.remove(service);
     }
     Ok(())
+}
+
+/// Creates the service's znode if this session owns none, or updates its data if it changed.
+async fn ensure(
+    ctx: &SessionCtx<'_>,
+    service: &str,
+    registration: &Registration,
+    owned: &mut BTreeMap<String, Owned>,
+    metrics: &Metrics,
+) -> Result<(), ZkError> {
+    match owned.get(service) {
+        None => {
+            let path = create(ctx, registration).await?;
+            info!(%service, znode = %path, "registered");
+            metrics.registrations.inc();
+            owned.insert(service.to_owned(), owned_for(path.clone(), registration));
+            watch_owned(ctx, &path).await
+        }
+        Some(o) if o.data != registration.data => {
+            let path = o.path.clone();
+            match ctx.client.set_data(&path, &registration.data, None).await {
+                Ok(_) => {
+                    info!(%service, znode = %path, "record updated");
+                    owned.insert(service.to_owned(), owned_for(path, registration));
+                    Ok(())
+                }
+                Err(ZkError::NoNode) => {
+                    // Someone deleted it: the next pass creates it again.
+                    warn!(%service, znode = %path, "znode vanished; creating it again");
+                    owned.remove(service);
+                    Err(ZkError::NoNode)
+                }
+                Err(err) => Err(err),
+            }
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// A watched znode changed: forget it if it is gone and return true (the next pass creates
+/// it again), or watch it again if it is still there.
+async fn recheck_owned(ctx: &SessionCtx<'_>, path: &str, owned: &mut BTreeMap<String, Owned>) -> Result<bool, ZkError> {
+    let Some(service) = owned.iter().find(|(_, o)| o.path == path).map(|(s, _)| s.clone()) else { return Ok(false) };
+    match ctx.client.check_stat(path).await? {
+        None => {
+            warn!(%service, znode = %path, "owned znode deleted by someone else; registering again");
+            owned.remove(&service);
+            Ok(true)
+        }
+        Some(_) => watch_owned(ctx, path).await.map(|()| false),
+    }
 }
 
 fn owned_for(path: String, registration: &Registration) -> Owned {
@@ -344,19 +413,20 @@ async fn create(ctx: &SessionCtx<'_>, registration: &Registration) -> Result<Str
 }
 
 /// Looks at this instance's children under the registration's path: adopts the one this
-/// session made for this endpoint, deletes duplicates of it and anything an earlier session of
-/// this process left. Children of other sessions (another registrar) are left alone.
+/// session made for this endpoint (a create whose reply was lost), deletes duplicates of it,
+/// and returns what an earlier session of this process left, for the caller to delete once the
+/// new znode exists. Children of other sessions (another registrar) are left alone.
 async fn adopt(
     ctx: &SessionCtx<'_>,
     service: &str,
     registration: &Registration,
     owned: &mut BTreeMap<String, Owned>,
-    metrics: &Metrics,
-) -> Result<(), ZkError> {
+) -> Result<Vec<String>, ZkError> {
     let children = match ctx.client.list_children(&registration.zk_path).await {
-        Err(ZkError::NoNode) => return Ok(()),
+        Err(ZkError::NoNode) => return Ok(Vec::new()),
         other => other?,
     };
+    let mut leftovers = Vec::new();
     for child in children.iter().filter(|c| c.starts_with(&registration.prefix)) {
         let path = child_path(&registration.zk_path, child);
         let (data, stat) = match ctx.client.get_data(&path).await {
@@ -371,15 +441,14 @@ async fn adopt(
                 delete(ctx.client, &path).await?;
             } else {
                 info!(%service, znode = %path, "adopted a znode whose creation reply was lost");
-                owned.insert(service.to_owned(), Owned { data, ..owned_for(path, registration) });
+                owned.insert(service.to_owned(), Owned { data, ..owned_for(path.clone(), registration) });
+                watch_owned(ctx, &path).await?;
             }
         } else if ctx.previous.contains(&stat.ephemeral_owner) {
-            info!(%service, znode = %path, session = %format!("{:#x}", stat.ephemeral_owner), "deleting a znode of an earlier session");
-            delete(ctx.client, &path).await?;
-            metrics.deregistrations.inc();
+            leftovers.push(path);
         }
     }
-    Ok(())
+    Ok(leftovers)
 }
 
 async fn delete(client: &Client, path: &str) -> Result<(), ZkError> {
