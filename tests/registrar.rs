@@ -512,8 +512,11 @@ fn quorum_loss_then_recovery() {
         let session = registrar.status()["zookeeper"]["session_id"].as_str().unwrap_or_default().to_owned();
         let ours = |kazoo: &mut Kazoo, path: &str| {
             let found = registered(kazoo, path);
-            let owners: Vec<String> =
-                found.keys().filter_map(|c| kazoo.get(&format!("{path}/{c}"))).map(|z| format!("{:#x}", z.owner)).collect();
+            let owners: Vec<String> = found
+                .keys()
+                .filter_map(|c| kazoo.get(&format!("{path}/{c}")))
+                .map(|z| format!("{:#x}", z.owner))
+                .collect();
             (found.len(), owners.len() == 1 && owners[0] == session)
         };
         let (web_count, web_ours) = ours(&mut kazoo, "/services/web");
@@ -592,7 +595,8 @@ fn a_znode_deleted_by_someone_else_is_registered_again() {
     let base = zk::unique_path("selfheal");
     let web = Sample::start("web", "w1");
     let dir = RegistrarDir::new();
-    let config = dir.header(hosts, "host1", "4s") + &service("web", web.port(), &format!("{base}/web"), "1s", "", &[HTTP]);
+    let config =
+        dir.header(hosts, "host1", "4s") + &service("web", web.port(), &format!("{base}/web"), "1s", "", &[HTTP]);
     let registrar = dir.start(&config);
     let mut kazoo = Kazoo::connect(hosts);
     let first = wait_registered(&mut kazoo, &format!("{base}/web"), 1, SECOND * 5);

@@ -180,6 +180,37 @@ impl ZkSettings {
     }
 }
 
+/// The shortest wait between two attempts to open a session.
+pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Opens a session, retrying with exponential backoff and jitter until it succeeds or
+/// `shutdown` is cancelled (`None`). `failed` hears of every failed attempt and the wait
+/// before the next one.
+pub async fn open_session(
+    settings: &ZkSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut failed: impl FnMut(&zookeeper_client::Error, Duration),
+) -> Option<Client> {
+    let mut backoff = crate::backoff::Backoff::new(INITIAL_BACKOFF, settings.reconnect_backoff_max);
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            attempt = settings.connect() => attempt,
+        };
+        match attempt {
+            Ok(client) => return Some(client),
+            Err(err) => {
+                let delay = backoff.next_delay();
+                failed(&err, delay);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return None,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
 /// A short lowercase name for a session state, as shown in status output and metrics.
 pub fn state_name(state: SessionState) -> &'static str {
     match state {

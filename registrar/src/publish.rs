@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use axon_core::backoff::Backoff;
 use axon_core::record::{Record, child_path, sequential_name};
-use axon_core::zk::{ZkSettings, state_name};
+use axon_core::zk::{INITIAL_BACKOFF, ZkSettings, state_name};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
@@ -51,7 +51,6 @@ pub struct PublisherStatus {
 
 /// Sessions of this process whose leftovers may be deleted; bounded, oldest dropped.
 const REMEMBERED_SESSIONS: usize = 8;
-const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 
 /// A znode this session created (or adopted).
 #[derive(Debug, Clone)]
@@ -116,31 +115,16 @@ impl Publisher {
 
     /// Opens a session, retrying with backoff; `None` when stopped first.
     async fn open_session(&mut self, settings: &ZkSettings) -> Option<Client> {
-        let mut backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_backoff_max);
-        loop {
-            self.set_state("connecting", None);
-            let attempt = tokio::select! {
-                _ = self.shutdown.cancelled() => return None,
-                attempt = settings.connect() => attempt,
-            };
-            match attempt {
-                Ok(client) => {
-                    let id = client.session_id();
-                    info!(session = %id, hosts = %settings.hosts, "ZooKeeper session opened");
-                    self.metrics.zk_sessions.inc();
-                    return Some(client);
-                }
-                Err(err) => {
-                    let delay = backoff.next_delay();
-                    warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
-                    self.status.send_modify(|s| s.last_error = Some(format!("open session: {err}")));
-                    tokio::select! {
-                        _ = self.shutdown.cancelled() => return None,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
+        self.set_state("connecting", None);
+        let status = &self.status;
+        let client = axon_core::zk::open_session(settings, &self.shutdown, |err, delay| {
+            warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
+            status.send_modify(|s| s.last_error = Some(format!("open session: {err}")));
+        })
+        .await?;
+        info!(session = %client.session_id(), hosts = %settings.hosts, "ZooKeeper session opened");
+        self.metrics.zk_sessions.inc();
+        Some(client)
     }
 
     async fn serve(&mut self, client: &Client, settings: &ZkSettings) -> SessionEnd {

@@ -27,6 +27,42 @@ pub fn check_config(file: &Path) -> Result<(), String> {
     if output.status.success() { Ok(()) } else { Err(text) }
 }
 
+/// A backend to declare from the shipped snippet: its name, slot prefix and slot count.
+#[derive(Debug, Clone, Copy)]
+pub struct Backend<'a> {
+    pub name: &'a str,
+    pub prefix: &'a str,
+    pub slots: u32,
+}
+
+/// The shipped `haproxy/axon.cfg`, as a user includes it: its socket and state-file paths
+/// pointed into `dir`, its example backend copied for each of `backends` as its comment says,
+/// and a frontend on `port` choosing the backend from the Host header like example.cfg's.
+pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>]) -> String {
+    let shipped =
+        std::fs::read_to_string(bins::workspace_root().join("haproxy/axon.cfg")).expect("reading haproxy/axon.cfg");
+    let shipped = shipped
+        .replace("/run/haproxy/axon.sock", &dir.socket().display().to_string())
+        .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string());
+    let start = shipped.find("backend web from axon").expect("the snippet's example backend");
+    let (head, example) = shipped.split_at(start);
+    let mut config = head.to_owned();
+    for backend in backends {
+        config.push_str(
+            &example.replace("backend web from axon", &format!("backend {} from axon", backend.name)).replace(
+                "server-template web 1-10 ",
+                &format!("server-template {} 1-{} ", backend.prefix, backend.slots),
+            ),
+        );
+        config.push('\n');
+    }
+    let default = backends.first().map_or("none", |b| b.name);
+    config.push_str(&format!(
+        "frontend fe from axon\n    bind 127.0.0.1:{port}\n    use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n    default_backend {default}\n"
+    ));
+    config
+}
+
 /// A directory for an HAProxy, before it starts: configurations refer to its socket path.
 pub struct HaproxyDir {
     dir: tempfile::TempDir,
@@ -44,6 +80,11 @@ impl HaproxyDir {
     /// The admin-level stats socket path configurations should declare.
     pub fn socket(&self) -> PathBuf {
         self.dir.path().join("admin.sock")
+    }
+
+    /// The `server-state-file` path configurations should declare.
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("server-state")
     }
 
     /// Writes the configuration and starts HAProxy; returns once the runtime API answers.
@@ -92,6 +133,10 @@ impl Haproxy {
         self.dir.path().join("admin.sock")
     }
 
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.path().join("server-state")
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.cfg
     }
@@ -128,6 +173,22 @@ impl Haproxy {
         }
     }
 
+    /// The servers of `backend` that are ready, as (name, "ip:port", weight).
+    pub fn ready_servers(&self, backend: &str) -> Vec<(String, String, u16)> {
+        let Ok(text) = self.try_runtime(&format!("show servers state {backend}")) else { return Vec::new() };
+        servers_state(&text).into_iter().filter(|s| s.ready).map(|s| (s.name, s.addr, s.weight)).collect()
+    }
+
+    /// Every server of `backend`, parsed from `show servers state`.
+    pub fn servers(&self, backend: &str) -> Vec<Server> {
+        servers_state(&self.runtime(&format!("show servers state {backend}")))
+    }
+
+    /// The worker's pid from `show info`.
+    pub fn worker_pid(&self) -> Option<String> {
+        self.info("Pid")
+    }
+
     /// Stops HAProxy and starts it again with the same configuration.
     pub fn restart(&mut self) {
         if let Some(mut proc) = self.proc.take() {
@@ -140,4 +201,51 @@ impl Haproxy {
     pub fn log_tail(&self) -> String {
         self.proc.as_ref().map(|p| p.log_tail(30)).unwrap_or_default()
     }
+}
+
+/// A server as `show servers state` reports it (parsed here independently of axon-spoa).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub name: String,
+    pub addr: String,
+    pub weight: u16,
+    pub ready: bool,
+    pub draining: bool,
+    /// Seconds since its state last changed.
+    pub since_change: u64,
+}
+
+fn servers_state(text: &str) -> Vec<Server> {
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines
+        .by_ref()
+        .find(|l| l.starts_with('#'))
+        .map(|h| h.trim_start_matches('#').split_whitespace().collect())
+        .unwrap_or_default();
+    let col = |name: &str| header.iter().position(|c| *c == name);
+    let (Some(name), Some(addr), Some(port), Some(admin), Some(weight), Some(since)) = (
+        col("srv_name"),
+        col("srv_addr"),
+        col("srv_port"),
+        col("srv_admin_state"),
+        col("srv_uweight"),
+        col("srv_time_since_last_change"),
+    ) else {
+        return Vec::new();
+    };
+    lines
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let admin: u8 = f.get(admin)?.parse().ok()?;
+            Some(Server {
+                name: f.get(name)?.to_string(),
+                addr: format!("{}:{}", f.get(addr)?, f.get(port)?),
+                weight: f.get(weight)?.parse().ok()?,
+                // Maintenance: forced, inherited, DNS, health; drain: forced, inherited.
+                ready: admin & 0x7b == 0,
+                draining: admin & 0x18 != 0,
+                since_change: f.get(since)?.parse().ok()?,
+            })
+        })
+        .collect()
 }

@@ -8,6 +8,7 @@ pub mod ports;
 pub mod process;
 pub mod registrar;
 pub mod sample;
+pub mod spoa;
 pub mod wait;
 pub mod zk;
 

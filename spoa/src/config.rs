@@ -1,0 +1,436 @@
+//! axon-spoa's configuration: TOML → raw serde structs → [`Config`], validated.
+//!
+//! Every default lives in this file. Every error names the file, the field, the value and what
+//! would be accepted (see [`axon_core::config`]).
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axon_core::config::{Checker, ConfigError, load_toml, parse_toml, quoted};
+use axon_core::zk::{RawZookeeper, ZkSettings};
+use serde::Deserialize;
+
+use crate::model::Endpoint;
+
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(10);
+pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_millis(250);
+/// What `add server` is given when a backend outgrows its template: the shipped snippet's
+/// `default-server` line, which `add server` does not inherit.
+pub const DEFAULT_SERVER_OPTIONS: &str = "check inter 1s fall 2 rise 2";
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub file: PathBuf,
+    pub zookeeper: ZkSettings,
+    pub haproxy: HaproxyConfig,
+    /// Where the discovered state is kept, so a cold start with ZooKeeper down can use it.
+    pub cache_file: Option<PathBuf>,
+    pub status_listen: Option<SocketAddr>,
+    pub services: Vec<ServiceConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaproxyConfig {
+    pub socket: RuntimeAddress,
+    /// Written (as `show servers state` prints it) after changes, for `server-state-file`.
+    pub state_file: Option<PathBuf>,
+    /// How often the whole state is read and repaired even without a change.
+    pub resync_interval: Duration,
+    /// How often HAProxy's pid is read to notice a reload or restart.
+    pub reload_check_interval: Duration,
+}
+
+/// Where HAProxy's runtime API listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeAddress {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for RuntimeAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RuntimeAddress::Unix(path) => write!(f, "unix:{}", path.display()),
+            RuntimeAddress::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+/// What to do when a service's path has no instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnEmpty {
+    /// Keep the last instances discovered (Synapse's `use_previous_backends`).
+    Keep,
+    /// Take every instance out.
+    Empty,
+}
+
+/// A label condition an instance must meet to be used (Synapse's `label_filters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    pub label: String,
+    pub value: String,
+    pub equals: bool,
+}
+
+impl LabelFilter {
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        (labels.get(&self.label) == Some(&self.value)) == self.equals
+    }
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub zk_path: String,
+    /// The HAProxy backend holding its slots; none for a service only routed through SPOE.
+    pub backend: Option<String>,
+    /// Slots are `<slot_prefix>1 … <slot_prefix>N` (the `server-template` prefix).
+    pub slot_prefix: String,
+    pub label_filters: Vec<LabelFilter>,
+    pub default_servers: Vec<Endpoint>,
+    /// Use the default servers alongside discovered instances, not only instead of them.
+    pub keep_default_servers: bool,
+    pub on_empty: OnEmpty,
+    /// How long a removed instance drains before its slot goes to maintenance.
+    pub drain: Duration,
+    /// Options for `add server` when the backend outgrows its slots.
+    pub server_options: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    zookeeper: RawZookeeper,
+    haproxy: RawHaproxy,
+    cache_file: Option<PathBuf>,
+    status: Option<RawStatus>,
+    #[serde(default)]
+    service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHaproxy {
+    socket: String,
+    state_file: Option<PathBuf>,
+    resync_interval: Option<String>,
+    reload_check_interval: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStatus {
+    listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawService {
+    name: String,
+    zk_path: String,
+    backend: Option<String>,
+    slot_prefix: Option<String>,
+    #[serde(default)]
+    label_filters: Vec<RawLabelFilter>,
+    #[serde(default)]
+    default_servers: Vec<String>,
+    keep_default_servers: Option<bool>,
+    on_empty: Option<String>,
+    drain: Option<String>,
+    server_options: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLabelFilter {
+    label: String,
+    value: String,
+    condition: Option<String>,
+}
+
+impl Config {
+    pub fn load(file: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = load_toml(file)?;
+        raw.validate(file)
+    }
+
+    pub fn parse(file: &Path, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = parse_toml(file, text)?;
+        raw.validate(file)
+    }
+
+    pub fn service(&self, name: &str) -> Option<&ServiceConfig> {
+        self.services.iter().find(|s| s.name == name)
+    }
+}
+
+/// A name HAProxy accepts for a proxy or server, and that fits Axon's variables.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+impl RawConfig {
+    fn validate(self, file: &Path) -> Result<Config, ConfigError> {
+        let check = Checker::new(file);
+        let zookeeper = self.zookeeper.validate(&check, "zookeeper")?;
+        let haproxy = self.haproxy.validate(&check)?;
+        let status_listen = match &self.status {
+            Some(status) => Some(status.listen.parse::<SocketAddr>().map_err(|_| {
+                check.invalid("status.listen", quoted(&status.listen), "an address such as \"127.0.0.1:9102\"")
+            })?),
+            None => None,
+        };
+        let mut services = Vec::with_capacity(self.service.len());
+        let mut names = BTreeSet::new();
+        let mut slots = BTreeSet::new();
+        for (i, raw) in self.service.into_iter().enumerate() {
+            let service = raw.validate(&check, &format!("service[{i}]"))?;
+            if !names.insert(service.name.clone()) {
+                return Err(check.invalid(
+                    format!("service[{i}].name"),
+                    quoted(&service.name),
+                    "a name no other service has",
+                ));
+            }
+            if let Some(backend) = &service.backend
+                && !slots.insert((backend.clone(), service.slot_prefix.clone()))
+            {
+                return Err(check.invalid(
+                    format!("service[{i}].slot_prefix"),
+                    quoted(&service.slot_prefix),
+                    format!("a slot prefix no other service uses in backend {backend:?}"),
+                ));
+            }
+            services.push(service);
+        }
+        Ok(Config { file: file.to_owned(), zookeeper, haproxy, cache_file: self.cache_file, status_listen, services })
+    }
+}
+
+impl RawHaproxy {
+    fn validate(&self, check: &Checker<'_>) -> Result<HaproxyConfig, ConfigError> {
+        let socket = if let Some(addr) = self.socket.strip_prefix("tcp:") {
+            RuntimeAddress::Tcp(addr.parse().map_err(|_| {
+                check.invalid("haproxy.socket", quoted(&self.socket), "a unix socket path or \"tcp:127.0.0.1:9999\"")
+            })?)
+        } else {
+            let path = self.socket.strip_prefix("unix:").unwrap_or(&self.socket);
+            if path.is_empty() {
+                return Err(check.invalid(
+                    "haproxy.socket",
+                    quoted(&self.socket),
+                    "a unix socket path or \"tcp:127.0.0.1:9999\"",
+                ));
+            }
+            RuntimeAddress::Unix(PathBuf::from(path))
+        };
+        let resync_interval = match &self.resync_interval {
+            Some(t) => {
+                check.duration("haproxy.resync_interval", t, Duration::from_millis(100), Duration::from_secs(3600))?
+            }
+            None => DEFAULT_RESYNC_INTERVAL,
+        };
+        let reload_check_interval = match &self.reload_check_interval {
+            Some(t) => check.duration(
+                "haproxy.reload_check_interval",
+                t,
+                Duration::from_millis(10),
+                Duration::from_secs(60),
+            )?,
+            None => DEFAULT_RELOAD_CHECK_INTERVAL,
+        };
+        Ok(HaproxyConfig { socket, state_file: self.state_file.clone(), resync_interval, reload_check_interval })
+    }
+}
+
+impl RawService {
+    fn validate(self, check: &Checker<'_>, at: &str) -> Result<ServiceConfig, ConfigError> {
+        let names = "letters, digits, '_', '-' or '.' (at most 64)";
+        if !valid_name(&self.name) {
+            return Err(check.invalid(format!("{at}.name"), quoted(&self.name), names));
+        }
+        let zk_path = check.zk_path(&format!("{at}.zk_path"), &self.zk_path)?;
+        if let Some(backend) = &self.backend
+            && !valid_name(backend)
+        {
+            return Err(check.invalid(format!("{at}.backend"), quoted(backend), names));
+        }
+        let slot_prefix = self.slot_prefix.unwrap_or_else(|| self.name.clone());
+        if !valid_name(&slot_prefix) {
+            return Err(check.invalid(format!("{at}.slot_prefix"), quoted(&slot_prefix), names));
+        }
+        let label_filters = self
+            .label_filters
+            .into_iter()
+            .enumerate()
+            .map(|(j, f)| {
+                let equals = match f.condition.as_deref() {
+                    None | Some("equals") => true,
+                    Some("not_equals") => false,
+                    Some(other) => {
+                        return Err(check.invalid(
+                            format!("{at}.label_filters[{j}].condition"),
+                            quoted(other),
+                            "\"equals\" or \"not_equals\"",
+                        ));
+                    }
+                };
+                Ok(LabelFilter { label: f.label, value: f.value, equals })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let default_servers = self
+            .default_servers
+            .iter()
+            .enumerate()
+            .map(|(j, text)| {
+                text.parse::<SocketAddr>().map(Endpoint::from).map_err(|_| {
+                    check.invalid(
+                        format!("{at}.default_servers[{j}]"),
+                        quoted(text),
+                        "an IP address and port such as \"10.0.0.1:80\"",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let on_empty = match self.on_empty.as_deref() {
+            None | Some("keep") => OnEmpty::Keep,
+            Some("empty") => OnEmpty::Empty,
+            Some(other) => return Err(check.invalid(format!("{at}.on_empty"), quoted(other), "\"keep\" or \"empty\"")),
+        };
+        let drain = match &self.drain {
+            Some(t) => check.duration(&format!("{at}.drain"), t, Duration::ZERO, Duration::from_secs(3600))?,
+            None => DEFAULT_DRAIN,
+        };
+        let server_options = self.server_options.unwrap_or_else(|| DEFAULT_SERVER_OPTIONS.to_owned());
+        if server_options.contains([';', '\n', '\r', '\\']) {
+            return Err(check.invalid(
+                format!("{at}.server_options"),
+                quoted(&server_options),
+                "`add server` keywords without ';', '\\\\' or line breaks",
+            ));
+        }
+        Ok(ServiceConfig {
+            name: self.name,
+            zk_path,
+            backend: self.backend,
+            slot_prefix,
+            label_filters,
+            default_servers,
+            keep_default_servers: self.keep_default_servers.unwrap_or(false),
+            on_empty,
+            drain,
+            server_options,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[zookeeper]
+connect = "127.0.0.1:2181"
+[haproxy]
+socket = "/run/haproxy/axon.sock"
+[[service]]
+name = "web"
+zk_path = "/nerve/services/web/services"
+backend = "web"
+"#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("spoa.toml"), text)
+    }
+
+    #[test]
+    fn minimal_config_gets_the_defaults() {
+        let config = parse(MINIMAL).unwrap();
+        let web = &config.services[0];
+        assert_eq!(config.haproxy.socket, RuntimeAddress::Unix("/run/haproxy/axon.sock".into()));
+        assert_eq!(web.slot_prefix, "web");
+        assert_eq!(web.on_empty, OnEmpty::Keep);
+        assert_eq!(web.drain, DEFAULT_DRAIN);
+        assert_eq!(web.server_options, DEFAULT_SERVER_OPTIONS);
+    }
+
+    #[test]
+    fn full_service() {
+        let text = MINIMAL.replace(
+            "backend = \"web\"",
+            r#"backend = "be_web"
+slot_prefix = "w"
+label_filters = [{ label = "az", value = "a" }, { label = "canary", value = "true", condition = "not_equals" }]
+default_servers = ["10.0.0.1:80", "[::1]:8080"]
+keep_default_servers = true
+on_empty = "empty"
+drain = "0s""#,
+        );
+        let config = parse(&text).unwrap();
+        let web = &config.services[0];
+        assert_eq!(web.backend.as_deref(), Some("be_web"));
+        assert_eq!(web.default_servers[1].to_string(), "[::1]:8080");
+        assert_eq!(web.on_empty, OnEmpty::Empty);
+        let labels = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert!(web.label_filters.iter().all(|f| f.matches(&labels(&[("az", "a")]))));
+        assert!(!web.label_filters.iter().all(|f| f.matches(&labels(&[("az", "a"), ("canary", "true")]))));
+    }
+
+    #[test]
+    fn bad_configurations_name_field_and_value() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("socket = \"/run/haproxy/axon.sock\"", "socket = \"tcp:nowhere\"", "`haproxy.socket` = \"tcp:nowhere\""),
+            ("backend = \"web\"", "backend = \"web site\"", "`service[0].backend` = \"web site\""),
+            (
+                "backend = \"web\"",
+                "backend = \"web\"\non_empty = \"drop\"",
+                "`service[0].on_empty` = \"drop\": expected \"keep\" or \"empty\"",
+            ),
+            (
+                "backend = \"web\"",
+                "backend = \"web\"\ndefault_servers = [\"db:80\"]",
+                "`service[0].default_servers[0]` = \"db:80\"",
+            ),
+            ("backend = \"web\"", "backend = \"web\"\ndrain = \"forever\"", "`service[0].drain` = \"forever\""),
+            (
+                "backend = \"web\"",
+                "backend = \"web\"\nserver_options = \"check; shutdown sessions\"",
+                "`service[0].server_options`",
+            ),
+            (
+                "backend = \"web\"",
+                "backend = \"web\"\nlabel_filters = [{ label = \"a\", value = \"b\", condition = \"like\" }]",
+                "`service[0].label_filters[0].condition` = \"like\"",
+            ),
+            ("zk_path = \"/nerve/services/web/services\"", "zk_path = \"nerve\"", "`service[0].zk_path` = \"nerve\""),
+            ("[haproxy]", "[haproxy]\nresync_interval = \"1ms\"", "`haproxy.resync_interval` = \"1ms\""),
+        ];
+        for (from, to, expected) in cases {
+            let text = MINIMAL.replacen(from, to, 1);
+            assert_ne!(text, MINIMAL, "{from}");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with("spoa.toml: ") && err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
+    }
+
+    #[test]
+    fn two_services_cannot_share_slots() {
+        let twice = format!(
+            "{MINIMAL}[[service]]\nname = \"web2\"\nzk_path = \"/x\"\nbackend = \"web\"\nslot_prefix = \"web\"\n"
+        );
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("`service[1].slot_prefix` = \"web\""), "{err}");
+        let renamed = format!("{MINIMAL}[[service]]\nname = \"web\"\nzk_path = \"/x\"\n");
+        let err = parse(&renamed).unwrap_err().to_string();
+        assert!(err.contains("`service[1].name` = \"web\""), "{err}");
+    }
+}

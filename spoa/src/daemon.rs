@@ -1,0 +1,114 @@
+//! The axon-spoa daemon: discovery, the cache keeper, the HAProxy sync and the status
+//! endpoint, each a task, wired by channels: discovery publishes snapshots, the others read
+//! the latest one.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::discovery::{Discovery, DiscoveryStatus, cache};
+use crate::metrics::Metrics;
+use crate::model::Snapshot;
+use crate::sync::{SyncStatus, Syncer};
+
+/// Why axon-spoa could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen for status on {addr}: {source}")]
+    StatusListen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Runs axon-spoa until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let config = Arc::new(config);
+    let (metrics, registry) = Metrics::new();
+    let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));
+    let (discovery_tx, discovery_rx) = watch::channel(DiscoveryStatus::default());
+    let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
+
+    if let Some(addr) = config.status_listen {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::StatusListen { addr, source })?;
+        let (config, snapshots, discovery, sync) = (config.clone(), snapshot_rx.clone(), discovery_rx, sync_rx);
+        let status = move || {
+            let document = status(&config, &snapshots.borrow(), &discovery.borrow(), &sync.borrow());
+            std::future::ready(document)
+        };
+        let router = axon_core::status::router(status, Arc::new(registry));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(err) = axon_core::status::serve(listener, router, stop).await {
+                warn!(%err, "status endpoint stopped");
+            }
+        });
+        info!(%addr, "status endpoint listening");
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(path) = config.cache_file.clone() {
+        let (snapshots, stop) = (snapshot_rx.clone(), shutdown.clone());
+        tasks.spawn(async move { cache::keep(&path, snapshots, stop).await });
+    }
+    let discovery = Discovery::new(config.clone(), snapshot_tx, discovery_tx, metrics.clone(), shutdown.clone());
+    tasks.spawn(discovery.run());
+    let syncer = Syncer::new(config.clone(), snapshot_rx, sync_tx, metrics, shutdown.clone());
+    tasks.spawn(syncer.run());
+    info!(
+        services = config.services.len(),
+        zookeeper = %config.zookeeper.hosts,
+        haproxy = %config.haproxy.socket,
+        "axon-spoa started"
+    );
+    while let Some(result) = tasks.join_next().await {
+        if let Err(err) = result {
+            warn!(%err, "a task failed");
+        }
+    }
+    info!("axon-spoa stopped");
+    Ok(())
+}
+
+/// The status document: ZooKeeper, HAProxy, and per service what was discovered and where it
+/// sits in HAProxy.
+fn status(config: &Config, snapshot: &Snapshot, discovery: &DiscoveryStatus, sync: &SyncStatus) -> Value {
+    let services: Vec<Value> = config
+        .services
+        .iter()
+        .map(|service| {
+            let view = snapshot.service(&service.name);
+            let slots = sync.services.get(&service.name);
+            json!({
+                "name": service.name,
+                "zk_path": service.zk_path,
+                "backend": service.backend,
+                "source": view.map(|v| v.source),
+                "instances": view.map(|v| &v.instances),
+                "problems": view.map(|v| &v.problems),
+                "slots": slots.map(|s| &s.slots),
+                "draining": slots.map(|s| &s.draining),
+            })
+        })
+        .collect();
+    json!({
+        "zookeeper": discovery,
+        "haproxy": {
+            "socket": config.haproxy.socket.to_string(),
+            "state": sync.haproxy,
+            "pid": sync.pid,
+            "applied_version": sync.applied_version,
+            "last_pass_unix_ms": sync.last_pass_unix_ms,
+            "last_error": sync.last_error,
+        },
+        "snapshot_version": snapshot.version,
+        "services": services,
+    })
+}

@@ -1,0 +1,229 @@
+//! From what ZooKeeper holds to what the proxy should use. No I/O.
+//!
+//! - A child is read from its `base64_` name when it has one (falling back to its data, as
+//!   Synapse does), else from its data; a malformed one is skipped and reported.
+//! - Label filters keep only matching instances; one instance per endpoint (the oldest znode
+//!   wins, so a registrar's make-before-break is invisible); weights are clamped to 0–256.
+//! - `haproxy_server_options` is never applied (a znode must not inject configuration); its
+//!   presence is reported.
+//! - No instance: with `on_empty = "keep"` the last discovered ones stay; otherwise (or with
+//!   none discovered yet) the default servers, if any; `keep_default_servers` adds the default
+//!   servers to discovered instances too.
+
+use std::collections::BTreeSet;
+
+use axon_core::record::{ChildName, Record};
+
+use crate::config::{OnEmpty, ServiceConfig};
+use crate::model::{DEFAULT_WEIGHT, Endpoint, Instance, MAX_WEIGHT, ServiceView, Source};
+
+/// A child's record, from its name or its data.
+pub fn record_of(child: &str, data: Option<&[u8]>) -> Result<Record, String> {
+    let from_data = |data: Option<&[u8]>| match data {
+        Some(bytes) => Record::from_json(bytes).map_err(|e| e.to_string()),
+        None => Err("no data".to_owned()),
+    };
+    match ChildName::parse(child) {
+        Ok(ChildName::Encoded { json, .. }) => {
+            Record::from_json(&json).or_else(|e| from_data(data).map_err(|_| e.to_string()))
+        }
+        Ok(ChildName::Plain { .. }) => from_data(data),
+        Err(err) => from_data(data).map_err(|_| err.to_string()),
+    }
+}
+
+/// Whether a child's record can be taken from its name alone (no data read needed).
+pub fn encoded_in_name(child: &str) -> bool {
+    matches!(ChildName::parse(child), Ok(ChildName::Encoded { .. }))
+}
+
+/// One child, read and resolved: an instance or why it was skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Child {
+    Usable { instance: Instance, notes: Vec<String> },
+    Skipped(String),
+}
+
+/// Turns a record whose host resolved to `ip` into an instance, with notes on what was
+/// changed or ignored.
+pub fn instance_of(child: &str, record: &Record, ip: std::net::IpAddr) -> Child {
+    let mut notes = Vec::new();
+    let weight = match record.weight {
+        None => DEFAULT_WEIGHT,
+        Some(w) if w > u32::from(MAX_WEIGHT) => {
+            notes.push(format!("{child}: weight {w} clamped to {MAX_WEIGHT}"));
+            MAX_WEIGHT
+        }
+        Some(w) => u16::try_from(w).unwrap_or(MAX_WEIGHT),
+    };
+    if let Some(options) = &record.haproxy_server_options {
+        notes.push(format!("{child}: haproxy_server_options {options:?} ignored (never applied from a znode)"));
+    }
+    Child::Usable {
+        instance: Instance {
+            endpoint: Endpoint::new(ip, record.port),
+            weight,
+            labels: record.labels.clone().unwrap_or_default(),
+            name: record.name.clone(),
+            znode: child.to_owned(),
+        },
+        notes,
+    }
+}
+
+/// What discovery found for a service's path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found<'a> {
+    /// The path does not exist.
+    Missing,
+    /// The path's children, by name (sorted, so the oldest sequence comes first per host).
+    Children(Vec<(&'a str, &'a Child)>),
+}
+
+/// The service as the proxy should see it.
+pub fn view(service: &ServiceConfig, found: &Found<'_>, previous: Option<&ServiceView>) -> ServiceView {
+    let mut problems = Vec::new();
+    let mut instances: Vec<Instance> = Vec::new();
+    let mut seen = BTreeSet::new();
+    if let Found::Children(children) = found {
+        for (name, child) in children {
+            match child {
+                Child::Skipped(reason) => problems.push(format!("{name}: {reason}")),
+                Child::Usable { instance, notes } => {
+                    problems.extend(notes.iter().cloned());
+                    if service.label_filters.iter().all(|f| f.matches(&instance.labels))
+                        && seen.insert(instance.endpoint)
+                    {
+                        instances.push(instance.clone());
+                    }
+                }
+            }
+        }
+    }
+    if matches!(found, Found::Missing) {
+        problems.push(format!("{} does not exist", service.zk_path));
+    }
+    let defaults = || service.default_servers.iter().map(|&endpoint| default_instance(endpoint));
+    let source = if !instances.is_empty() {
+        if service.keep_default_servers {
+            instances.extend(defaults().filter(|d| seen.insert(d.endpoint)));
+        }
+        Source::Discovered
+    } else {
+        let kept = previous.filter(|p| {
+            service.on_empty == OnEmpty::Keep
+                && matches!(p.source, Source::Discovered | Source::Previous | Source::Cache)
+                && !p.instances.is_empty()
+        });
+        if let Some(previous) = kept {
+            instances = previous.instances.clone();
+            Source::Previous
+        } else if !service.default_servers.is_empty() {
+            instances.extend(defaults());
+            Source::Defaults
+        } else {
+            Source::Empty
+        }
+    };
+    instances.sort_by_key(|i| i.endpoint);
+    ServiceView { instances, source, problems }
+}
+
+fn default_instance(endpoint: Endpoint) -> Instance {
+    Instance { endpoint, weight: DEFAULT_WEIGHT, labels: Default::default(), name: String::new(), znode: String::new() }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::config::Config;
+
+    fn service(extra: &str) -> ServiceConfig {
+        let text = format!(
+            "[zookeeper]\nconnect = \"127.0.0.1:2181\"\n[haproxy]\nsocket = \"/s\"\n[[service]]\nname = \"web\"\nzk_path = \"/web\"\nbackend = \"web\"\n{extra}\n"
+        );
+        Config::parse(Path::new("t.toml"), &text).unwrap().services.remove(0)
+    }
+
+    fn usable(child: &str, json: &str) -> Child {
+        let record = record_of(child, Some(json.as_bytes())).unwrap();
+        let ip = record.host.parse().unwrap();
+        instance_of(child, &record, ip)
+    }
+
+    fn endpoints(view: &ServiceView) -> Vec<String> {
+        view.instances.iter().map(|i| i.endpoint.to_string()).collect()
+    }
+
+    #[test]
+    fn reads_records_from_data_or_from_nerves_path_encoding() {
+        let json = r#"{"host":"10.0.0.1","port":80,"name":"h1"}"#;
+        assert_eq!(record_of("h1_0000000001", Some(json.as_bytes())).unwrap().port, 80);
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(json);
+        let name = format!("base64_{}_{encoded}_0000000002", encoded.len());
+        assert!(encoded_in_name(&name));
+        assert_eq!(record_of(&name, None).unwrap().name, "h1");
+        // A broken encoding falls back to the data.
+        assert_eq!(record_of("base64_99_xx_0000000003", Some(json.as_bytes())).unwrap().port, 80);
+        assert!(record_of("h1_0000000004", Some(b"{}")).unwrap_err().contains("no `host`"));
+        assert!(record_of("h1_0000000005", None).is_err());
+    }
+
+    #[test]
+    fn skips_and_reports_bad_children_while_using_the_rest() {
+        let good =
+            usable("a_0000000001", r#"{"host":"10.0.0.1","port":80,"weight":300,"haproxy_server_options":"backup"}"#);
+        let bad = Child::Skipped("record has no `port`".into());
+        let view = view(&service(""), &Found::Children(vec![("a_0000000001", &good), ("b_0000000002", &bad)]), None);
+        assert_eq!(endpoints(&view), ["10.0.0.1:80"]);
+        assert_eq!(view.instances[0].weight, 256);
+        assert_eq!(view.source, Source::Discovered);
+        assert_eq!(view.problems.len(), 3, "{:?}", view.problems);
+        assert!(view.problems.iter().any(|p| p.contains("b_0000000002: record has no `port`")));
+        assert!(view.problems.iter().any(|p| p.contains("clamped to 256")));
+        assert!(view.problems.iter().any(|p| p.contains("haproxy_server_options \"backup\" ignored")));
+    }
+
+    #[test]
+    fn one_instance_per_endpoint_and_label_filters() {
+        let a1 = usable("a_0000000001", r#"{"host":"10.0.0.1","port":80,"labels":{"az":"x"}}"#);
+        let a2 = usable("a_0000000007", r#"{"host":"10.0.0.1","port":80,"labels":{"az":"x"},"weight":9}"#);
+        let b = usable("b_0000000002", r#"{"host":"10.0.0.2","port":80,"labels":{"az":"y"}}"#);
+        let found = Found::Children(vec![("a_0000000001", &a1), ("a_0000000007", &a2), ("b_0000000002", &b)]);
+        let all = view(&service(""), &found, None);
+        assert_eq!(endpoints(&all), ["10.0.0.1:80", "10.0.0.2:80"]);
+        assert_eq!(all.instances[0].weight, 1, "the oldest znode wins");
+        let filtered = view(&service("label_filters = [{ label = \"az\", value = \"x\" }]"), &found, None);
+        assert_eq!(endpoints(&filtered), ["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn empty_paths_keep_the_previous_instances_or_use_defaults() {
+        let a = usable("a_0000000001", r#"{"host":"10.0.0.1","port":80}"#);
+        let keep = service("default_servers = [\"10.9.9.9:80\"]");
+        let discovered = view(&keep, &Found::Children(vec![("a_0000000001", &a)]), None);
+        let empty = view(&keep, &Found::Children(vec![]), Some(&discovered));
+        assert_eq!((empty.source, endpoints(&empty)), (Source::Previous, vec!["10.0.0.1:80".to_string()]));
+        let still = view(&keep, &Found::Missing, Some(&empty));
+        assert_eq!(still.source, Source::Previous);
+        assert!(still.problems[0].contains("/web does not exist"));
+        // Nothing discovered yet: the defaults.
+        let cold = view(&keep, &Found::Children(vec![]), None);
+        assert_eq!((cold.source, endpoints(&cold)), (Source::Defaults, vec!["10.9.9.9:80".to_string()]));
+        // `on_empty = "empty"`: the defaults, or nothing.
+        let emptying = service("on_empty = \"empty\"");
+        let gone = view(&emptying, &Found::Children(vec![]), Some(&discovered));
+        assert_eq!((gone.source, gone.instances.len()), (Source::Empty, 0));
+        // Defaults alongside discovered instances.
+        let both = view(
+            &service("default_servers = [\"10.9.9.9:80\"]\nkeep_default_servers = true"),
+            &Found::Children(vec![("a_0000000001", &a)]),
+            None,
+        );
+        assert_eq!(endpoints(&both), ["10.0.0.1:80", "10.9.9.9:80"]);
+    }
+}

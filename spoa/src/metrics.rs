@@ -1,0 +1,79 @@
+//! axon-spoa's Prometheus metrics.
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+type ServiceLabel = [(&'static str, String); 1];
+type ReasonLabel = [(&'static str, &'static str); 1];
+
+/// Counters, gauges and histograms, cheap to clone (each is an `Arc` inside).
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    pub zk_sessions: Counter,
+    pub zk_reconnects: Counter,
+    pub zk_expiries: Counter,
+    pub zk_events: Counter,
+    pub zk_reads: Counter,
+    pub zk_connected: Gauge,
+    pub instances: Family<ServiceLabel, Gauge>,
+    pub problems: Family<ServiceLabel, Gauge>,
+    pub commands: Counter,
+    pub refused_commands: Counter,
+    pub resyncs: Family<ReasonLabel, Counter>,
+    pub haproxy_up: Gauge,
+    /// From a snapshot read from ZooKeeper to HAProxy having accepted its commands.
+    pub propagation: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> (Metrics, Registry) {
+        let metrics = Metrics {
+            zk_sessions: Counter::default(),
+            zk_reconnects: Counter::default(),
+            zk_expiries: Counter::default(),
+            zk_events: Counter::default(),
+            zk_reads: Counter::default(),
+            zk_connected: Gauge::default(),
+            instances: Family::default(),
+            problems: Family::default(),
+            commands: Counter::default(),
+            refused_commands: Counter::default(),
+            resyncs: Family::default(),
+            haproxy_up: Gauge::default(),
+            propagation: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+        };
+        let mut registry = Registry::with_prefix("axon_spoa");
+        registry.register("zk_sessions", "ZooKeeper sessions opened", metrics.zk_sessions.clone());
+        registry.register("zk_reconnects", "Reconnections within a ZooKeeper session", metrics.zk_reconnects.clone());
+        registry.register("zk_expiries", "ZooKeeper sessions expired", metrics.zk_expiries.clone());
+        registry.register("zk_events", "ZooKeeper watch events", metrics.zk_events.clone());
+        registry.register("zk_reads", "ZooKeeper reads (listings and data)", metrics.zk_reads.clone());
+        registry.register("zk_connected", "1 while connected to ZooKeeper", metrics.zk_connected.clone());
+        registry.register("instances", "Instances the proxy uses, per service", metrics.instances.clone());
+        registry.register("problems", "Znodes skipped or changed, per service", metrics.problems.clone());
+        registry.register("commands", "Runtime API commands sent", metrics.commands.clone());
+        registry.register("refused_commands", "Runtime API commands HAProxy refused", metrics.refused_commands.clone());
+        registry.register("resyncs", "Full reads and repairs of HAProxy's state, by reason", metrics.resyncs.clone());
+        registry.register("haproxy_up", "1 while HAProxy's runtime API answers", metrics.haproxy_up.clone());
+        registry.register_with_unit(
+            "propagation",
+            "From a change read in ZooKeeper to HAProxy having applied it",
+            prometheus_client::registry::Unit::Seconds,
+            metrics.propagation.clone(),
+        );
+        (metrics, registry)
+    }
+
+    pub fn set_discovered(&self, service: &str, instances: usize, problems: usize) {
+        let label = [("service", service.to_owned())];
+        self.instances.get_or_create(&label).set(i64::try_from(instances).unwrap_or(i64::MAX));
+        self.problems.get_or_create(&label).set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
+    pub fn resync(&self, reason: &'static str) {
+        self.resyncs.get_or_create(&[("reason", reason)]).inc();
+    }
+}

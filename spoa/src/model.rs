@@ -1,0 +1,112 @@
+//! What axon-spoa knows: instances of services, and the snapshot that discovery publishes and
+//! both the HAProxy sync and the SPOE agent read (swapped atomically, never waited on).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// An IP literal and a port: what HAProxy's `set server addr` accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn new(ip: IpAddr, port: u16) -> Endpoint {
+        Endpoint { ip, port }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        SocketAddr::new(self.ip, self.port).fmt(f)
+    }
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint { ip: addr.ip(), port: addr.port() }
+    }
+}
+
+/// HAProxy's weight range.
+pub const MAX_WEIGHT: u16 = 256;
+/// The weight of an instance whose record has none (HAProxy's own default).
+pub const DEFAULT_WEIGHT: u16 = 1;
+
+/// One usable instance of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Instance {
+    pub endpoint: Endpoint,
+    /// 0–256 (clamped).
+    pub weight: u16,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The record's `name` (the registering host's instance id).
+    #[serde(default)]
+    pub name: String,
+    /// The child znode it came from (empty for default servers).
+    #[serde(default)]
+    pub znode: String,
+}
+
+/// Where a service's instances came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// Read from ZooKeeper now.
+    Discovered,
+    /// ZooKeeper has none; the last discovered ones are kept (`on_empty = "keep"`).
+    Previous,
+    /// ZooKeeper has none; the configured default servers.
+    Defaults,
+    /// Read from the on-disk cache at start, ZooKeeper not (yet) read.
+    Cache,
+    /// Nothing known.
+    #[default]
+    Empty,
+}
+
+/// One service as the proxy should see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Sorted by endpoint, one per endpoint.
+    pub instances: Vec<Instance>,
+    pub source: Source,
+    /// Znodes skipped, with the reason (malformed, vanished, unresolvable, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+/// Every configured service, as of one moment.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub services: BTreeMap<String, ServiceView>,
+    /// Increases with every snapshot published by this process.
+    pub version: u64,
+    /// When the information was read.
+    pub taken: Option<SystemTime>,
+}
+
+impl Snapshot {
+    pub fn service(&self, name: &str) -> Option<&ServiceView> {
+        self.services.get(name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_print_as_haproxy_reads_them() {
+        let v4 = Endpoint::new("10.0.0.5".parse().unwrap(), 80);
+        let v6 = Endpoint::new("::1".parse().unwrap(), 8080);
+        assert_eq!(v4.to_string(), "10.0.0.5:80");
+        assert_eq!(v6.to_string(), "[::1]:8080");
+    }
+}

@@ -1,0 +1,389 @@
+//! axon-spoa's runtime-API sync end to end: real ZooKeeper, real HAProxy 2.6 configured from
+//! the shipped snippet, real HTTP backends, traffic through HAProxy, and znodes written by
+//! kazoo in Nerve's exact format (as Nerve or another registrar would write them).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon::harness::kazoo::Kazoo;
+use axon::harness::sample::Sample;
+use axon::harness::spoa::{Spoa, SpoaDir};
+use axon::harness::wait::{self, SECOND};
+use axon::harness::zk::{self, Ensemble};
+use axon::harness::{http, ports};
+
+/// HAProxy from the shipped snippet, axon-spoa, and kazoo, around one ZooKeeper.
+struct Rig {
+    haproxy: Haproxy,
+    spoa: Spoa,
+    kazoo: Kazoo,
+    port: u16,
+}
+
+/// A `[[service]]` table for axon-spoa.
+fn service(name: &str, zk_path: &str, extra: &str) -> String {
+    format!(
+        "[[service]]\nname = {name:?}\nzk_path = {zk_path:?}\nbackend = {name:?}\nslot_prefix = {name:?}\ndrain = \"0s\"\n{extra}\n"
+    )
+}
+
+fn rig(zk: &str, backends: &[Backend<'_>], services: &str) -> Rig {
+    let dir = HaproxyDir::new();
+    let port = ports::free_port();
+    let config = haproxy::axon_config(&dir, port, backends);
+    let state_file = dir.state_file();
+    let haproxy = dir.start(&config);
+    let spoa_dir = SpoaDir::new();
+    let spoa_config = spoa_dir.header(zk, &haproxy.socket(), Some(&state_file)) + services;
+    let spoa = spoa_dir.start(&spoa_config);
+    Rig { haproxy, spoa, kazoo: Kazoo::connect(zk), port }
+}
+
+/// Registers an instance as Nerve does: EPHEMERAL_SEQUENTIAL `<path>/<id>_`, Nerve's JSON.
+fn register(kazoo: &mut Kazoo, path: &str, id: &str, sample: &Sample, extra: &str) -> String {
+    let json = format!(r#"{{"host":"127.0.0.1","port":{},"name":"{id}"{extra}}}"#, sample.port());
+    kazoo.create(&format!("{path}/{id}_"), &json, true, true)
+}
+
+impl Rig {
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Which instances answer `n` requests for `service`, by count.
+    fn spread(&self, service: &str, n: usize) -> BTreeMap<String, usize> {
+        let host = format!("{service}.example");
+        let mut seen = BTreeMap::new();
+        for _ in 0..n {
+            let response =
+                http::request(self.addr(), "GET", "/", &[("Host", &host)]).expect("a request through HAProxy");
+            let who = if response.status == 200 {
+                response.header("x-instance").unwrap_or("?").to_owned()
+            } else {
+                format!("HTTP {}", response.status)
+            };
+            *seen.entry(who).or_insert(0) += 1;
+        }
+        seen
+    }
+
+    /// Waits until requests for `service` reach exactly `instances`.
+    fn wait_spread(&self, service: &str, instances: &[&str]) {
+        let wanted: Vec<String> = instances.iter().map(|s| s.to_string()).collect();
+        wait::for_true(&format!("{service} served by {wanted:?}"), SECOND * 5, || {
+            self.spread(service, instances.len().max(1) * 6).keys().cloned().collect::<Vec<_>>() == wanted
+        });
+    }
+
+    fn ready(&self, backend: &str) -> Vec<String> {
+        let mut addrs: Vec<String> = self.haproxy.ready_servers(backend).into_iter().map(|(_, addr, _)| addr).collect();
+        addrs.sort();
+        addrs
+    }
+}
+
+fn addr(sample: &Sample) -> String {
+    format!("127.0.0.1:{}", sample.port())
+}
+
+#[test]
+fn instances_appearing_disappearing_and_reweighted_move_traffic_without_a_reload() {
+    let zk = zk::shared();
+    let path = zk::unique_path("web");
+    let samples: Vec<Sample> = (1..=3).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 4 }], &service("web", &path, ""));
+    let (master, worker) = (rig.haproxy.master_pid(), rig.haproxy.worker_pid());
+
+    let w1 = register(&mut rig.kazoo, &path, "w1", &samples[0], "");
+    register(&mut rig.kazoo, &path, "w2", &samples[1], "");
+    rig.wait_spread("web", &["w1", "w2"]);
+    register(&mut rig.kazoo, &path, "w3", &samples[2], "");
+    rig.wait_spread("web", &["w1", "w2", "w3"]);
+    let slot_of = |rig: &Rig, sample: &Sample| {
+        rig.haproxy.ready_servers("web").into_iter().find(|(_, a, _)| *a == addr(sample)).map(|(name, _, _)| name)
+    };
+    let w2_slot = slot_of(&rig, &samples[1]);
+
+    rig.kazoo.delete(&w1, false);
+    rig.wait_spread("web", &["w2", "w3"]);
+    assert_eq!(slot_of(&rig, &samples[1]), w2_slot, "a live instance keeps its slot");
+
+    // Weight 0 for w3 (data changed in place): only w2 gets requests.
+    let w3 = rig.kazoo.children(&path).into_iter().find(|c| c.starts_with("w3_")).unwrap();
+    rig.kazoo.set(
+        &format!("{path}/{w3}"),
+        &format!(r#"{{"host":"127.0.0.1","port":{},"name":"w3","weight":0}}"#, samples[2].port()),
+    );
+    rig.wait_spread("web", &["w2"]);
+    assert!(rig.haproxy.ready_servers("web").iter().any(|(_, a, w)| *a == addr(&samples[2]) && *w == 0));
+
+    assert_eq!(rig.haproxy.master_pid(), master, "HAProxy was never restarted");
+    assert_eq!(rig.haproxy.worker_pid(), worker, "HAProxy was never reloaded");
+    assert_eq!(rig.spoa.metric("axon_spoa_refused_commands_total"), 0.0);
+    assert!(rig.spoa.status()["services"][0]["slots"].as_object().is_some_and(|s| s.len() == 2));
+}
+
+#[test]
+fn backends_grow_past_their_template_with_add_server() {
+    let zk = zk::shared();
+    let path = zk::unique_path("grow");
+    let samples: Vec<Sample> = (1..=4).map(|i| Sample::start("api", &format!("a{i}"))).collect();
+    let mut rig = rig(zk, &[Backend { name: "api", prefix: "api", slots: 2 }], &service("api", &path, ""));
+    for (i, sample) in samples.iter().enumerate() {
+        register(&mut rig.kazoo, &path, &format!("a{}", i + 1), sample, "");
+    }
+    rig.wait_spread("api", &["a1", "a2", "a3", "a4"]);
+    let names: Vec<String> = rig.haproxy.servers("api").into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["api1", "api2", "api3", "api4"]);
+    // Servers are never deleted: a removed one waits in maintenance and is reused.
+    let a4 = rig.kazoo.children(&path).into_iter().find(|c| c.starts_with("a4_")).unwrap();
+    rig.kazoo.delete(&format!("{path}/{a4}"), false);
+    rig.wait_spread("api", &["a1", "a2", "a3"]);
+    assert_eq!(rig.haproxy.servers("api").len(), 4);
+    register(&mut rig.kazoo, &path, "a4", &samples[3], "");
+    rig.wait_spread("api", &["a1", "a2", "a3", "a4"]);
+    assert_eq!(rig.haproxy.servers("api").len(), 4, "the retired slot was reused");
+}
+
+#[test]
+fn malformed_znodes_are_skipped_and_reported_while_the_rest_works() {
+    let zk = zk::shared();
+    let path = zk::unique_path("bad");
+    let good = Sample::start("web", "good");
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 4 }], &service("web", &path, ""));
+    rig.kazoo.create(&format!("{path}/broken_"), "{not json", true, true);
+    rig.kazoo.create(&format!("{path}/noport_"), r#"{"host":"127.0.0.1"}"#, true, true);
+    rig.kazoo.create(&format!("{path}/nohost_"), r#"{"host":"no-such-host.invalid","port":80}"#, true, true);
+    register(&mut rig.kazoo, &path, "good", &good, r#","weight":300,"haproxy_server_options":"backup""#);
+    rig.wait_spread("web", &["good"]);
+    assert_eq!(rig.ready("web"), [addr(&good)]);
+    let status = rig.spoa.status();
+    let problems: Vec<String> =
+        status["services"][0]["problems"].as_array().unwrap().iter().map(|p| p.as_str().unwrap().to_owned()).collect();
+    let has = |needle: &str| problems.iter().any(|p| p.contains(needle));
+    assert!(has("broken_") && has("not a JSON object"), "{problems:?}");
+    assert!(has("noport_") && has("no `port`"), "{problems:?}");
+    assert!(has("nohost_") && has("cannot resolve host"), "{problems:?}");
+    assert!(has("weight 300 clamped to 256") && has("haproxy_server_options \"backup\" ignored"), "{problems:?}");
+    assert_eq!(rig.haproxy.ready_servers("web")[0].2, 256);
+    // Three znodes skipped, and two notes on the good one.
+    assert_eq!(rig.spoa.metric("axon_spoa_problems"), 5.0);
+}
+
+#[test]
+fn nerve_path_encoding_is_read_from_the_child_name() {
+    use base64::Engine as _;
+    let zk = zk::shared();
+    let path = zk::unique_path("b64");
+    let sample = Sample::start("web", "enc");
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
+    let json = format!(r#"{{"host":"127.0.0.1","port":{},"name":"enc"}}"#, sample.port());
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode(&json);
+    // As Nerve writes it: the JSON in the name and, identically, in the data.
+    rig.kazoo.create(&format!("{path}/base64_{}_{encoded}_", encoded.len()), &json, true, true);
+    rig.wait_spread("web", &["enc"]);
+    assert!(rig.spoa.metric("axon_spoa_zk_reads_total") >= 1.0);
+}
+
+#[test]
+fn label_filters_and_default_servers() {
+    let zk = zk::shared();
+    let path = zk::unique_path("labels");
+    let (a, b, fallback) =
+        (Sample::start("web", "az-a"), Sample::start("web", "az-b"), Sample::start("web", "default"));
+    let extra = format!(
+        "label_filters = [{{ label = \"az\", value = \"a\" }}]\ndefault_servers = [\"127.0.0.1:{}\"]\non_empty = \"empty\"",
+        fallback.port()
+    );
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 3 }], &service("web", &path, &extra));
+    // Nothing discovered (the path does not even exist): the default server.
+    rig.wait_spread("web", &["default"]);
+    let only_a = register(&mut rig.kazoo, &path, "a", &a, r#","labels":{"az":"a"}"#);
+    register(&mut rig.kazoo, &path, "b", &b, r#","labels":{"az":"b"}"#);
+    rig.wait_spread("web", &["az-a"]);
+    // The matching instance leaves: with on_empty = "empty", the default server again.
+    rig.kazoo.delete(&only_a, false);
+    rig.wait_spread("web", &["default"]);
+}
+
+#[test]
+fn removed_instances_drain_before_maintenance() {
+    let zk = zk::shared();
+    let path = zk::unique_path("drain");
+    let (a, b) = (Sample::start("web", "a"), Sample::start("web", "b"));
+    let services = service("web", &path, "").replace("drain = \"0s\"", "drain = \"1500ms\"");
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 3 }], &services);
+    let znode_a = register(&mut rig.kazoo, &path, "a", &a, "");
+    register(&mut rig.kazoo, &path, "b", &b, "");
+    rig.wait_spread("web", &["a", "b"]);
+    rig.kazoo.delete(&znode_a, false);
+    let start = Instant::now();
+    wait::for_true("a draining", SECOND * 2, || {
+        rig.haproxy.servers("web").iter().any(|s| s.addr == addr(&a) && s.draining)
+    });
+    rig.wait_spread("web", &["b"]);
+    wait::for_true("a in maintenance", SECOND * 4, || {
+        rig.haproxy.servers("web").iter().any(|s| s.addr == addr(&a) && !s.ready && !s.draining)
+    });
+    let drained = start.elapsed();
+    assert!(drained >= Duration::from_millis(1400), "maintenance after {drained:?}, before the grace period");
+}
+
+#[test]
+fn a_refused_command_is_counted_and_resynced_and_drift_is_repaired() {
+    let zk = zk::shared();
+    let (web_path, fixed_path) = (zk::unique_path("web"), zk::unique_path("fixed"));
+    let samples: Vec<Sample> = (1..=2).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let dir = HaproxyDir::new();
+    let port = ports::free_port();
+    // `fixed` uses static-rr: HAProxy refuses `add server` there, for good.
+    let config = haproxy::axon_config(
+        &dir,
+        port,
+        &[Backend { name: "web", prefix: "web", slots: 2 }, Backend { name: "fixed", prefix: "fixed", slots: 1 }],
+    )
+    .replace("backend fixed from axon\n", "backend fixed from axon\n    balance static-rr\n");
+    let haproxy = dir.start(&config);
+    let spoa_dir = SpoaDir::new();
+    let spoa_config = spoa_dir.header(zk, &haproxy.socket(), None)
+        + &service("web", &web_path, "")
+        + &service("fixed", &fixed_path, "");
+    let spoa = spoa_dir.start(&spoa_config);
+    let mut kazoo = Kazoo::connect(zk);
+    for (i, sample) in samples.iter().enumerate() {
+        register(&mut kazoo, &web_path, &format!("w{}", i + 1), sample, "");
+        register(&mut kazoo, &fixed_path, &format!("f{}", i + 1), sample, "");
+    }
+    let rig = Rig { haproxy, spoa, kazoo, port };
+    rig.wait_spread("web", &["w1", "w2"]);
+    wait::for_true("a refusal, then a resync because of it", SECOND * 5, || {
+        rig.spoa.metric("axon_spoa_refused_commands_total") >= 1.0
+            && axon::harness::spoa::metric(
+                &http::get(rig.spoa.status_addr(), "/metrics").unwrap().body,
+                "axon_spoa_resyncs_total{reason=\"refused\"}",
+            ) >= 1.0
+    });
+    assert_eq!(rig.ready("fixed").len(), 1, "the slot that exists is used");
+    assert!(rig.spoa.proc.log().contains("HAProxy refused a command"));
+
+    // Drift by hand: an operator puts a slot in maintenance; the periodic pass repairs it.
+    let slot = rig.haproxy.ready_servers("web")[0].0.clone();
+    rig.haproxy.runtime(&format!("set server web/{slot} state maint"));
+    assert_eq!(rig.ready("web").len(), 1);
+    wait::for_true("the drift repaired", SECOND * 3, || rig.ready("web").len() == 2);
+}
+
+#[test]
+fn haproxy_restart_and_reload_get_the_full_state_back_within_a_second() {
+    let zk = zk::shared();
+    let path = zk::unique_path("restart");
+    let samples: Vec<Sample> = (1..=3).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
+    for (i, sample) in samples.iter().enumerate() {
+        register(&mut rig.kazoo, &path, &format!("w{}", i + 1), sample, "");
+    }
+    rig.wait_spread("web", &["w1", "w2", "w3"]);
+    let expected = rig.ready("web");
+    assert_eq!(expected.len(), 3, "two template slots and one added server");
+
+    // Reload: the added server is gone from the new worker until axon-spoa re-adds it.
+    let worker = rig.haproxy.worker_pid();
+    rig.haproxy.reload();
+    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
+    let back = wait::timed(SECOND * 3, || rig.ready("web") == expected).expect("state back after the reload");
+    eprintln!("reload: full state back {back:?} after the new worker answered");
+    assert!(back < SECOND, "{back:?}");
+
+    // Restart without a state file: every slot empty until axon-spoa fills them.
+    let _ = std::fs::remove_file(rig.haproxy.state_file());
+    rig.haproxy.restart();
+    let back = wait::timed(SECOND * 3, || rig.ready("web") == expected).expect("state back after the restart");
+    eprintln!("restart: full state back {back:?} after HAProxy answered");
+    assert!(back < SECOND, "{back:?}");
+    rig.wait_spread("web", &["w1", "w2", "w3"]);
+}
+
+#[test]
+fn a_restarted_axon_spoa_adopts_the_slots_without_touching_them() {
+    let zk = zk::shared();
+    let path = zk::unique_path("adopt");
+    let samples: Vec<Sample> = (1..=3).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 4 }], &service("web", &path, ""));
+    for (i, sample) in samples.iter().enumerate() {
+        register(&mut rig.kazoo, &path, &format!("w{}", i + 1), sample, "");
+    }
+    rig.wait_spread("web", &["w1", "w2", "w3"]);
+    let before = rig.haproxy.servers("web");
+    rig.spoa.kill_and_restart();
+    wait::for_true("the restarted axon-spoa's first pass", SECOND * 5, || {
+        rig.spoa.status()["haproxy"]["applied_version"].as_u64().unwrap_or(0) > 0
+    });
+    assert_eq!(rig.spoa.metric("axon_spoa_commands_total"), 0.0, "no command was needed");
+    let after = rig.haproxy.servers("web");
+    for (b, a) in before.iter().zip(&after) {
+        assert_eq!((&b.name, &b.addr, b.ready, b.weight), (&a.name, &a.addr, a.ready, a.weight));
+        assert!(a.since_change >= b.since_change, "{} changed state", a.name);
+    }
+}
+
+/// Quorum lost: HAProxy keeps every server and traffic keeps flowing; the quorum back, changes
+/// flow again.
+#[test]
+fn zookeeper_quorum_loss_keeps_the_servers() {
+    let mut ensemble = Ensemble::three();
+    let hosts = ensemble.connect_string();
+    let path = "/services/web";
+    let samples: Vec<Sample> = (1..=3).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let mut rig = rig(&hosts, &[Backend { name: "web", prefix: "web", slots: 4 }], &service("web", path, ""));
+    register(&mut rig.kazoo, path, "w1", &samples[0], "");
+    register(&mut rig.kazoo, path, "w2", &samples[1], "");
+    rig.wait_spread("web", &["w1", "w2"]);
+
+    ensemble.kill(0);
+    ensemble.kill(1);
+    wait::for_true("ZooKeeper to stop serving", SECOND * 10, || ensemble.mode(2).is_none());
+    // Longer than the sessions' timeout: both the registering client's and axon-spoa's
+    // sessions expire, yet HAProxy keeps its servers.
+    wait::holds_for("both servers ready and serving", SECOND * 6, || {
+        let spread = rig.spread("web", 4);
+        rig.ready("web").len() == 2 && spread.keys().all(|k| k.starts_with('w'))
+    });
+    ensemble.restart(0);
+    ensemble.restart(1);
+    ensemble.wait_serving();
+    // Changes flow again: a new instance, and one removed (whether or not the registering
+    // session outlived the outage).
+    let mut kazoo = Kazoo::connect(&hosts);
+    register(&mut kazoo, path, "w3", &samples[2], "");
+    for child in kazoo.children(path).into_iter().filter(|c| c.starts_with("w1_")) {
+        kazoo.delete(&format!("{path}/{child}"), false);
+    }
+    wait::for_true("w2 and w3 in, w1 out", SECOND * 10, || {
+        let spread = rig.spread("web", 12);
+        spread.contains_key("w3") && !spread.contains_key("w1")
+    });
+}
+
+#[test]
+fn a_cold_start_with_zookeeper_down_uses_the_cache() {
+    let mut ensemble = Ensemble::standalone();
+    let hosts = ensemble.connect_string();
+    let samples: Vec<Sample> = (1..=2).map(|i| Sample::start("web", &format!("w{i}"))).collect();
+    let mut rig =
+        rig(&hosts, &[Backend { name: "web", prefix: "web", slots: 4 }], &service("web", "/services/web", ""));
+    register(&mut rig.kazoo, "/services/web", "w1", &samples[0], "");
+    register(&mut rig.kazoo, "/services/web", "w2", &samples[1], "");
+    rig.wait_spread("web", &["w1", "w2"]);
+    rig.spoa.stop();
+    assert!(rig.spoa.dir().join("cache.json").exists(), "the cache was written");
+    ensemble.stop(0);
+    // A fresh HAProxy with empty slots, a fresh axon-spoa, no ZooKeeper.
+    let _ = std::fs::remove_file(rig.haproxy.state_file());
+    rig.haproxy.restart();
+    assert!(rig.ready("web").is_empty());
+    rig.spoa.start_again();
+    rig.wait_spread("web", &["w1", "w2"]);
+    assert_eq!(rig.spoa.status()["services"][0]["source"], "cache");
+}
