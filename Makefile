@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox test lint bench fuzz clean
+.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload clean
 
 deps:
 	.ci/install-deps
@@ -20,9 +20,19 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: deps
+bench: bench-registrar bench-spoa bench-reload
+
+bench-registrar: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --bench registrar_cost
+
+bench-spoa: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench --bench spoa_sync
+
+bench-reload: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench --bench reload_vs_runtime
 
 clean:
 	$(CARGO) clean

@@ -27,6 +27,16 @@ pub fn check_config(file: &Path) -> Result<(), String> {
     if output.status.success() { Ok(()) } else { Err(text) }
 }
 
+/// Sends one runtime API command line to the socket at `socket` and returns the reply.
+pub fn try_runtime_at(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(format!("{command}\n").as_bytes())?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    Ok(reply)
+}
+
 /// A backend to declare from the shipped snippet: its name, slot prefix and slot count.
 #[derive(Debug, Clone, Copy)]
 pub struct Backend<'a> {
@@ -143,12 +153,7 @@ impl Haproxy {
 
     /// Sends one runtime API command line and returns the reply.
     pub fn try_runtime(&self, command: &str) -> std::io::Result<String> {
-        let mut stream = UnixStream::connect(self.socket())?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.write_all(format!("{command}\n").as_bytes())?;
-        let mut reply = String::new();
-        stream.read_to_string(&mut reply)?;
-        Ok(reply)
+        try_runtime_at(&self.socket(), command)
     }
 
     pub fn runtime(&self, command: &str) -> String {
@@ -215,7 +220,8 @@ pub struct Server {
     pub since_change: u64,
 }
 
-fn servers_state(text: &str) -> Vec<Server> {
+/// Parses `show servers state` output (one backend or all).
+pub fn servers_state(text: &str) -> Vec<Server> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines
         .by_ref()
