@@ -95,6 +95,8 @@ fn status(config: &Config, snapshot: &Snapshot, discovery: &DiscoveryStatus, syn
                 "problems": view.map(|v| &v.problems),
                 "slots": slots.map(|s| &s.slots),
                 "draining": slots.map(|s| &s.draining),
+                "last_change_unix_ms": slots.and_then(|s| s.last_change_unix_ms),
+                "refused": slots.map(|s| &s.refused),
             })
         })
         .collect();

@@ -60,6 +60,10 @@ pub struct ServiceSync {
     pub slots: BTreeMap<String, String>,
     /// Slots draining.
     pub draining: Vec<String>,
+    /// When HAProxy last accepted commands for this service.
+    pub last_change_unix_ms: Option<u64>,
+    /// The commands HAProxy refused in the last pass, with its replies.
+    pub refused: Vec<String>,
 }
 
 pub struct Syncer {
@@ -239,16 +243,18 @@ impl Syncer {
         let replies = if commands.is_empty() { Vec::new() } else { self.runtime.execute(&commands).await? };
         self.metrics.commands.inc_by(commands.len() as u64);
         let mut refused = 0;
+        let now_ms = unix_ms();
         for (i, wanted, plan, range) in plans {
             let service = &config.services[i];
-            let mut ok = true;
+            let mut refusals = Vec::new();
             for (command, reply) in commands[range.clone()].iter().zip(&replies[range]) {
                 if !command.accepted(reply) {
                     warn!(service = %service.name, command = %command, reply = %reply.trim(), "HAProxy refused a command");
-                    ok = false;
-                    refused += 1;
+                    refusals.push(format!("{command}: {}", reply.trim()));
                 }
             }
+            refused += refusals.len();
+            let ok = refusals.is_empty();
             if !plan.commands.is_empty() {
                 info!(service = %service.name, commands = plan.commands.len(), instances = wanted.len(), "HAProxy updated");
                 for command in &plan.commands {
@@ -256,13 +262,17 @@ impl Syncer {
                 }
             }
             self.applied[i] = ok.then_some(wanted);
+            let changed = !plan.commands.is_empty();
             self.status.send_modify(|s| {
+                let last_change = s.services.get(&service.name).and_then(|p| p.last_change_unix_ms);
                 s.services.insert(
                     service.name.clone(),
                     ServiceSync {
                         backend: service.backend.clone().unwrap_or_default(),
                         slots: plan.assignment.iter().map(|(slot, e)| (slot.clone(), e.to_string())).collect(),
                         draining: plan.drains.keys().cloned().collect(),
+                        last_change_unix_ms: if changed { now_ms } else { last_change },
+                        refused: refusals,
                     },
                 );
             });
@@ -288,10 +298,7 @@ impl Syncer {
             if all_applied {
                 s.applied_version = snapshot.version;
             }
-            s.last_pass_unix_ms = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .ok()
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            s.last_pass_unix_ms = now_ms;
             if refused == 0 {
                 s.last_error = None;
             } else {
@@ -366,6 +373,13 @@ impl Syncer {
             warn!(path = %path.display(), %err, "cannot write the state file");
         }
     }
+}
+
+fn unix_ms() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// What a service wants in its backend: endpoint → weight.

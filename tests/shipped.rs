@@ -1,0 +1,67 @@
+//! Every file Axon ships is valid for the program that reads it.
+
+use std::path::Path;
+use std::process::Command;
+
+use axon::harness::{bins, haproxy};
+
+fn shipped(path: &str) -> std::path::PathBuf {
+    bins::workspace_root().join(path)
+}
+
+#[test]
+fn every_shipped_haproxy_file_passes_haproxy_c() {
+    let dir = shipped("haproxy");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cfg") {
+            haproxy::check_config(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 2, "{checked} files checked");
+}
+
+fn check(binary: &str, file: &Path) -> (bool, String) {
+    let output = Command::new(bins::axon(binary)).arg("--check").arg(file).output().expect("running --check");
+    (
+        output.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)),
+    )
+}
+
+#[test]
+fn shipped_daemon_configurations_are_valid() {
+    let (ok, text) = check("axon-spoa", &shipped("haproxy/example.toml"));
+    assert!(ok && text.contains("ok (2 services)"), "{text}");
+    let (ok, text) = check("axon-registrar", &shipped("registrar/example.toml"));
+    assert!(ok && text.contains("ok (2 services)"), "{text}");
+}
+
+#[test]
+fn axon_spoa_check_names_file_field_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(shipped("haproxy/example.toml")).unwrap();
+    let cases = [
+        ("socket = \"/run/haproxy/axon.sock\"", "socket = \"tcp:localhost\"", "`haproxy.socket` = \"tcp:localhost\""),
+        ("drain = \"10s\"", "drain = \"10 parsecs\"", "`service[1].drain` = \"10 parsecs\""),
+        (
+            "slot_prefix = \"api\"",
+            "slot_prefix = \"web\"\nbackend_name = \"x\"",
+            "`service[1].backend_name`: unknown field",
+        ),
+        ("backend = \"api\"", "backend = \"web\"\nslot_prefix = \"web\"", "duplicate key"),
+    ];
+    for (from, to, expected) in cases {
+        assert!(good.contains(from), "{from}");
+        let file = dir.path().join("spoa.toml");
+        std::fs::write(&file, good.replacen(from, to, 1)).unwrap();
+        let (ok, text) = check("axon-spoa", &file);
+        assert!(!ok, "accepted: {to}");
+        assert!(
+            text.contains(&file.display().to_string()) && text.contains(expected),
+            "expected {expected:?} in: {text}"
+        );
+    }
+}
