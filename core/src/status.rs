@@ -1,6 +1,7 @@
 //! The optional HTTP endpoint both daemons serve: `/status` (JSON) and `/metrics` (Prometheus
-//! text format). Each daemon supplies its own status document and may add routes of its own.
+//! text format). Each daemon supplies its own status document.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -10,6 +11,33 @@ use axum::routing::get;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+use crate::config::{Checker, ConfigError, quoted};
+
+/// The `[status]` table as written.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStatus {
+    pub listen: String,
+}
+
+impl RawStatus {
+    /// The address to listen on.
+    pub fn validate(&self, check: &Checker<'_>) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|_| check.invalid("status.listen", quoted(&self.listen), "an address such as \"127.0.0.1:9101\""))
+    }
+}
+
+/// The endpoint could not listen.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot listen for status on {addr}: {source}")]
+pub struct BindError {
+    pub addr: SocketAddr,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// A router serving `/status` from what `status()` resolves to, and `/metrics` from `registry`.
 pub fn router<F, Fut>(status: F, registry: Arc<Registry>) -> Router
@@ -31,7 +59,14 @@ fn metrics_text(registry: &Registry) -> impl IntoResponse + use<> {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
 }
 
-/// Serves `router` on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await
+/// Listens on `addr` and serves `router` in a task of its own until `shutdown` is cancelled.
+pub async fn start(addr: SocketAddr, router: Router, shutdown: CancellationToken) -> Result<(), BindError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| BindError { addr, source })?;
+    tokio::spawn(async move {
+        if let Err(err) = axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned()).await {
+            tracing::warn!(%err, "status endpoint stopped");
+        }
+    });
+    tracing::info!(%addr, "status endpoint listening");
+    Ok(())
 }

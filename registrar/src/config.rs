@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use axon_core::config::{Checker, ConfigError, load_toml, parse_toml, quoted};
 use axon_core::record::{ENCODED_PREFIX, Record};
+use axon_core::status::RawStatus;
 use axon_core::zk::{RawZookeeper, ZkSettings};
 use serde::Deserialize;
 
@@ -160,12 +161,6 @@ struct RawConfig {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStatus {
-    listen: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawService {
     name: String,
     host: String,
@@ -245,12 +240,7 @@ impl RawConfig {
             ));
         }
         let zookeeper = self.zookeeper.validate(&check, "zookeeper")?;
-        let status_listen = match &self.status {
-            Some(status) => Some(status.listen.parse::<SocketAddr>().map_err(|_| {
-                check.invalid("status.listen", quoted(&status.listen), "an address such as \"127.0.0.1:9101\"")
-            })?),
-            None => None,
-        };
+        let status_listen = self.status.as_ref().map(|s| s.validate(&check)).transpose()?;
         let shutdown_grace = match &self.shutdown_grace {
             Some(t) => check.duration("shutdown_grace", t, Duration::from_millis(100), Duration::from_secs(60))?,
             None => DEFAULT_SHUTDOWN_GRACE,

@@ -7,7 +7,6 @@
 //! scheduling, let the publisher delete every znode (bounded by `shutdown_grace`), then return.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -30,12 +29,8 @@ use crate::state::{Phase, State, check_state_name};
 /// Why the registrar could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen for status on {addr}: {source}")]
-    StatusListen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] axon_core::status::BindError),
     #[error("cannot set up TLS for https checks: {0}")]
     Tls(#[from] rustls::Error),
     #[error("cannot install a signal handler: {0}")]
@@ -58,16 +53,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let mut hangups = signal(SignalKind::hangup()).map_err(StartError::Signal)?;
     let (status_tx, mut status_rx) = mpsc::channel::<StatusRequest>(16);
     if let Some(addr) = config.status_listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::StatusListen { addr, source })?;
         let router = axon_core::status::router(status_provider(status_tx.clone()), Arc::new(registry));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(err) = axon_core::status::serve(listener, router, stop).await {
-                warn!(%err, "status endpoint stopped");
-            }
-        });
-        info!(%addr, "status endpoint listening");
+        axon_core::status::start(addr, router, shutdown.clone()).await?;
     }
 
     let mut daemon = Daemon::new(config, prober, metrics);

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axon_core::config::{Checker, ConfigError, load_toml, parse_toml, quoted};
+use axon_core::status::RawStatus;
 use axon_core::zk::{RawZookeeper, ZkSettings};
 use serde::Deserialize;
 
@@ -126,12 +127,6 @@ struct RawHaproxy {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStatus {
-    listen: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct RawService {
     name: String,
     zk_path: String,
@@ -183,12 +178,7 @@ impl RawConfig {
         let check = Checker::new(file);
         let zookeeper = self.zookeeper.validate(&check, "zookeeper")?;
         let haproxy = self.haproxy.validate(&check)?;
-        let status_listen = match &self.status {
-            Some(status) => Some(status.listen.parse::<SocketAddr>().map_err(|_| {
-                check.invalid("status.listen", quoted(&status.listen), "an address such as \"127.0.0.1:9102\"")
-            })?),
-            None => None,
-        };
+        let status_listen = self.status.as_ref().map(|s| s.validate(&check)).transpose()?;
         let mut services = Vec::with_capacity(self.service.len());
         let mut names = BTreeSet::new();
         let mut slots = BTreeSet::new();

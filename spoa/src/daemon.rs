@@ -2,7 +2,6 @@
 //! endpoint, each a task, wired by channels: discovery publishes snapshots, the others read
 //! the latest one.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -19,12 +18,8 @@ use crate::sync::{SyncStatus, Syncer};
 /// Why axon-spoa could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot listen for status on {addr}: {source}")]
-    StatusListen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Status(#[from] axon_core::status::BindError),
 }
 
 /// Runs axon-spoa until `shutdown` is cancelled.
@@ -36,21 +31,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
 
     if let Some(addr) = config.status_listen {
-        let listener =
-            tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::StatusListen { addr, source })?;
         let (config, snapshots, discovery, sync) = (config.clone(), snapshot_rx.clone(), discovery_rx, sync_rx);
         let status = move || {
             let document = status(&config, &snapshots.borrow(), &discovery.borrow(), &sync.borrow());
             std::future::ready(document)
         };
         let router = axon_core::status::router(status, Arc::new(registry));
-        let stop = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(err) = axon_core::status::serve(listener, router, stop).await {
-                warn!(%err, "status endpoint stopped");
-            }
-        });
-        info!(%addr, "status endpoint listening");
+        axon_core::status::start(addr, router, shutdown.clone()).await?;
     }
 
     let mut tasks = tokio::task::JoinSet::new();

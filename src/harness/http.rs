@@ -48,6 +48,15 @@ pub fn get_json(addr: SocketAddr, path: &str) -> Result<serde_json::Value, Strin
     serde_json::from_str(&response.body).map_err(|e| format!("{path}: not JSON ({e}): {}", response.body))
 }
 
+/// One metric's value in Prometheus text: the sum over the lines whose name (with its labels,
+/// if `name` gives some) starts with `name`; 0 when absent.
+pub fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && (name.ends_with('}') || l[name.len()..].starts_with([' ', '{'])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 fn parse(raw: &[u8]) -> Option<Response> {
     let text = String::from_utf8_lossy(raw);
     let (head, body) = text.split_once("\r\n\r\n")?;

@@ -100,11 +100,7 @@ impl Registrar {
 
     /// One metric's value (the sum over its label sets), 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        http::metric(&self.metrics(), name)
     }
 
     /// The state (`up`, `down`, `maintenance`) of one service, from the status document.

@@ -72,14 +72,6 @@ fn spawn(file: &Path, dir: &Path) -> Proc {
     Proc::spawn("axon-spoa", &mut command, &dir.join("spoa.log")).with_stop_signal(libc::SIGTERM)
 }
 
-/// One metric's value (the sum over its label sets) in Prometheus text, 0 when absent.
-pub fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 impl Spoa {
     fn wait_ready(&mut self) {
         wait::for_true("axon-spoa's status endpoint", wait::SECOND * 10, || {
@@ -104,11 +96,14 @@ impl Spoa {
         http::get_json(self.status_addr(), "/status").unwrap_or_else(|e| panic!("axon-spoa status: {e}"))
     }
 
+    /// One metric's value (the sum over its label sets), 0 when absent.
     pub fn metric(&self, name: &str) -> f64 {
-        metric(
-            &http::get(self.status_addr(), "/metrics").unwrap_or_else(|e| panic!("axon-spoa metrics: {e}")).body,
-            name,
-        )
+        http::metric(&self.metrics(), name)
+    }
+
+    /// The Prometheus metrics text.
+    pub fn metrics(&self) -> String {
+        http::get(self.status_addr(), "/metrics").unwrap_or_else(|e| panic!("axon-spoa metrics: {e}")).body
     }
 
     /// SIGKILL, then the same configuration started again.
