@@ -21,6 +21,10 @@ pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// What `add server` is given when a backend outgrows its template: the shipped snippet's
 /// `default-server` line, which `add server` does not inherit.
 pub const DEFAULT_SERVER_OPTIONS: &str = "check inter 1s fall 2 rise 2";
+pub const DEFAULT_SPOE_MAX_CONNECTIONS: usize = 1000;
+/// HAProxy's own default (`tune.bufsize` − 4).
+pub const DEFAULT_SPOE_MAX_FRAME_SIZE: u32 = 16380;
+pub const DEFAULT_SPOE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,7 +35,31 @@ pub struct Config {
     /// Where the discovered state is kept, so a cold start with ZooKeeper down can use it.
     pub cache_file: Option<PathBuf>,
     pub status_listen: Option<SocketAddr>,
+    /// The SPOE agent, if one should listen.
+    pub spoe: Option<SpoeConfig>,
     pub services: Vec<ServiceConfig>,
+}
+
+/// The SPOE agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoeConfig {
+    pub listen: SocketAddr,
+    pub max_connections: usize,
+    pub max_frame_size: u32,
+    /// A connection with nothing to say for this long is closed (status 2).
+    pub idle_timeout: Duration,
+    /// A host `<service><suffix>` routes to `<service>`.
+    pub host_suffixes: Vec<String>,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// One entry of the route table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteConfig {
+    /// `None` for any host (`"*"`).
+    pub host: Option<String>,
+    pub path_prefix: String,
+    pub service: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,8 +140,30 @@ struct RawConfig {
     haproxy: RawHaproxy,
     cache_file: Option<PathBuf>,
     status: Option<RawStatus>,
+    spoe: Option<RawSpoe>,
     #[serde(default)]
     service: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpoe {
+    listen: String,
+    max_connections: Option<usize>,
+    max_frame_size: Option<u32>,
+    idle_timeout: Option<String>,
+    #[serde(default)]
+    host_suffixes: Vec<String>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    host: Option<String>,
+    path_prefix: Option<String>,
+    service: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -202,7 +252,96 @@ impl RawConfig {
             }
             services.push(service);
         }
-        Ok(Config { file: file.to_owned(), zookeeper, haproxy, cache_file: self.cache_file, status_listen, services })
+        let spoe = self.spoe.map(|raw| raw.validate(&check, &names)).transpose()?;
+        Ok(Config {
+            file: file.to_owned(),
+            zookeeper,
+            haproxy,
+            cache_file: self.cache_file,
+            status_listen,
+            spoe,
+            services,
+        })
+    }
+}
+
+impl RawSpoe {
+    fn validate(self, check: &Checker<'_>, services: &BTreeSet<String>) -> Result<SpoeConfig, ConfigError> {
+        let listen = self
+            .listen
+            .parse()
+            .map_err(|_| check.invalid("spoe.listen", quoted(&self.listen), "an address such as \"127.0.0.1:9103\""))?;
+        let max_connections = match self.max_connections {
+            Some(n) => check.range("spoe.max_connections", n, 1, 100_000)?,
+            None => DEFAULT_SPOE_MAX_CONNECTIONS,
+        };
+        let max_frame_size = match self.max_frame_size {
+            Some(n) => check.range("spoe.max_frame_size", n, crate::spop::codec::MIN_FRAME_SIZE, 1024 * 1024)?,
+            None => DEFAULT_SPOE_MAX_FRAME_SIZE,
+        };
+        let idle_timeout = match &self.idle_timeout {
+            Some(t) => check.duration("spoe.idle_timeout", t, Duration::from_millis(100), Duration::from_secs(3600))?,
+            None => DEFAULT_SPOE_IDLE_TIMEOUT,
+        };
+        for (i, suffix) in self.host_suffixes.iter().enumerate() {
+            if !suffix.starts_with('.')
+                || suffix.len() < 2
+                || suffix.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+            {
+                return Err(check.invalid(
+                    format!("spoe.host_suffixes[{i}]"),
+                    quoted(suffix),
+                    "a lowercase domain suffix starting with '.', such as \".example\"",
+                ));
+            }
+        }
+        let routes = self
+            .route
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                if !services.contains(&raw.service) {
+                    return Err(check.invalid(
+                        format!("spoe.route[{i}].service"),
+                        quoted(&raw.service),
+                        "the name of a configured service",
+                    ));
+                }
+                let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_owned());
+                if !path_prefix.starts_with('/') {
+                    return Err(check.invalid(
+                        format!("spoe.route[{i}].path_prefix"),
+                        quoted(&path_prefix),
+                        "a path starting with '/'",
+                    ));
+                }
+                let host = match raw.host.as_deref() {
+                    None | Some("*") => None,
+                    Some(h)
+                        if !h.is_empty()
+                            && !h.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace() || c == ':') =>
+                    {
+                        Some(h.to_owned())
+                    }
+                    Some(h) => {
+                        return Err(check.invalid(
+                            format!("spoe.route[{i}].host"),
+                            quoted(h),
+                            "a lowercase host name without port, or \"*\"",
+                        ));
+                    }
+                };
+                Ok(RouteConfig { host, path_prefix, service: raw.service })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SpoeConfig {
+            listen,
+            max_connections,
+            max_frame_size,
+            idle_timeout,
+            host_suffixes: self.host_suffixes,
+            routes,
+        })
     }
 }
 

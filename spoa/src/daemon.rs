@@ -20,6 +20,8 @@ use crate::sync::{SyncStatus, Syncer};
 pub enum StartError {
     #[error(transparent)]
     Status(#[from] axon_core::status::BindError),
+    #[error(transparent)]
+    Spoe(#[from] crate::spop::server::BindError),
 }
 
 /// Runs axon-spoa until `shutdown` is cancelled.
@@ -41,6 +43,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    if let Some(spoe) = config.spoe.clone() {
+        let listener = crate::spop::server::bind(&spoe).await?;
+        let routes = crate::route::Routes::new(&config);
+        let handler = Arc::new(crate::spop::handler::RouteHandler::new(routes, snapshot_rx.clone(), metrics.clone()));
+        tasks.spawn(crate::spop::server::run(listener, spoe, handler, metrics.clone(), shutdown.clone()));
+    }
     if let Some(path) = config.cache_file.clone() {
         let (snapshots, stop) = (snapshot_rx.clone(), shutdown.clone());
         tasks.spawn(async move { cache::keep(&path, snapshots, stop).await });

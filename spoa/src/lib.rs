@@ -11,6 +11,8 @@ pub mod discovery;
 pub mod haproxy;
 pub mod metrics;
 pub mod model;
+pub mod route;
+pub mod spop;
 pub mod sync;
 
 pub use config::Config;

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub haproxy_up: Gauge,
     /// From a snapshot read from ZooKeeper to HAProxy having accepted its commands.
     pub propagation: Histogram,
+    pub spoe_connections: Gauge,
+    pub spoe_decisions: Family<ReasonLabel, Counter>,
+    pub spoe_disconnects: Family<[(&'static str, String); 1], Counter>,
 }
 
 impl Metrics {
@@ -44,6 +47,9 @@ impl Metrics {
             resyncs: Family::default(),
             haproxy_up: Gauge::default(),
             propagation: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
+            spoe_connections: Gauge::default(),
+            spoe_decisions: Family::default(),
+            spoe_disconnects: Family::default(),
         };
         let mut registry = Registry::with_prefix("axon_spoa");
         registry.register("zk_sessions", "ZooKeeper sessions opened", metrics.zk_sessions.clone());
@@ -64,7 +70,22 @@ impl Metrics {
             prometheus_client::registry::Unit::Seconds,
             metrics.propagation.clone(),
         );
+        registry.register("spoe_connections", "SPOE connections open", metrics.spoe_connections.clone());
+        registry.register("spoe_decisions", "SPOE route decisions, by status", metrics.spoe_decisions.clone());
+        registry.register(
+            "spoe_disconnects",
+            "SPOE connections the agent ended, by SPOP status code",
+            metrics.spoe_disconnects.clone(),
+        );
         (metrics, registry)
+    }
+
+    pub fn spoe_decision(&self, status: &'static str) {
+        self.spoe_decisions.get_or_create(&[("status", status)]).inc();
+    }
+
+    pub fn spoe_disconnect(&self, status: u32) {
+        self.spoe_disconnects.get_or_create(&[("status", status.to_string())]).inc();
     }
 
     pub fn set_discovered(&self, service: &str, instances: usize, problems: usize) {
