@@ -10,11 +10,16 @@ sandbox: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/axon-sandbox
 
+# The second HAProxy the HAProxy-facing tests run against (built from Debian's upstream tarball).
+HAPROXY_3 := $(CURDIR)/target/haproxy-3.0/haproxy
+
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	.ci/build-haproxy-3.0
+	AXON_HAPROXY=$(HAPROXY_3) AXON_HAPROXY_VERSION=3.0.11 $(CARGO) test --test spoe --test spoa_sync --test shipped --test lua
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -154,7 +154,7 @@ fn record(sample: &Sample, id: &str) -> String {
 fn run_axon(wrk: &std::path::Path, zk: &Ensemble, path: &str, steady: &[Sample], moving: &[Sample]) -> Load {
     let dir = HaproxyDir::new();
     let port = ports::free_port();
-    let config = haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 10 }]);
+    let config = haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 10 }], None);
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
     let config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None)
@@ -178,7 +178,7 @@ fn run_axon(wrk: &std::path::Path, zk: &Ensemble, path: &str, steady: &[Sample],
 /// The reload way: a configuration with one `server` line per current instance.
 fn reload_config(dir: &HaproxyDir, port: u16, servers: &BTreeSet<u16>) -> String {
     let lines: String = servers.iter().map(|p| format!("    server web{p} 127.0.0.1:{p}\n")).collect();
-    haproxy::axon_config(dir, port, &[Backend { name: "web", prefix: "web", slots: 1 }])
+    haproxy::axon_config(dir, port, &[Backend { name: "web", prefix: "web", slots: 1 }], None)
         .replace("    server-template web 1-1 127.0.0.1:1 disabled\n", &lines)
 }
 

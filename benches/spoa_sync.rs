@@ -70,7 +70,7 @@ fn service(name: &str, path: &str) -> String {
 
 fn start(zk: &Ensemble, backends: &[Backend<'_>], services: &str) -> (Haproxy, Spoa) {
     let dir = HaproxyDir::new();
-    let config = haproxy::axon_config(&dir, ports::free_port(), backends);
+    let config = haproxy::axon_config(&dir, ports::free_port(), backends, None);
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
     let config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None) + services;
@@ -156,7 +156,7 @@ fn cold_sync(zk: &Ensemble) -> Duration {
     let backends: Vec<Backend<'_>> =
         names.iter().map(|n| Backend { name: n, prefix: n, slots: INSTANCES as u32 }).collect();
     let dir = HaproxyDir::new();
-    let config = haproxy::axon_config(&dir, ports::free_port(), &backends);
+    let config = haproxy::axon_config(&dir, ports::free_port(), &backends, None);
     let haproxy = dir.start(&config);
     let services: String = names.iter().map(|n| service(n, &format!("/bench/cold/{n}"))).collect();
     let spoa_dir = SpoaDir::new();

@@ -41,8 +41,9 @@ pub struct Sandbox {
     observer: Kazoo,
 }
 
-/// The services and their instances: A×2, B×1.
-pub const LAYOUT: &[(&str, &[&str])] = &[("A", &["a1", "a2"]), ("B", &["b1"])];
+/// The services and their instances: service A ×2, service B ×1. Names are lowercase, as host
+/// names are (`a.example` routes to `a`).
+pub const LAYOUT: &[(&str, &[&str])] = &[("a", &["a1", "a2"]), ("b", &["b1"])];
 
 impl Sandbox {
     /// Starts everything and returns once every instance is registered.
@@ -57,10 +58,10 @@ impl Sandbox {
                 instances.push(Instance { service: (*service).to_owned(), id: (*id).to_owned(), sample, registrar });
             }
         }
-        let (frontend_port, stats_port) = (ports::free_port(), ports::free_port());
+        let (frontend_port, stats_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
         let dir = HaproxyDir::new();
         let backends: Vec<Backend<'_>> = LAYOUT.iter().map(|(s, _)| Backend { name: s, prefix: s, slots: 4 }).collect();
-        let config = haproxy::axon_config(&dir, frontend_port, &backends)
+        let config = haproxy::axon_config(&dir, frontend_port, &backends, Some(agent_port))
             + &format!(
                 "\nlisten stats from axon\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n    stats refresh 2s\n"
             );
@@ -76,7 +77,9 @@ impl Sandbox {
                 )
             })
             .collect();
-        let spoa_config = spoa_dir.header(&hosts, &haproxy.socket(), Some(&state_file)) + &services;
+        let spoa_config = spoa_dir.header(&hosts, &haproxy.socket(), Some(&state_file))
+            + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\n\n")
+            + &services;
         let spoa = spoa_dir.start(&spoa_config);
         let observer = Kazoo::connect(&hosts);
         let mut sandbox = Sandbox { zookeeper, instances, haproxy, spoa, frontend_port, stats_port, observer };

@@ -32,7 +32,7 @@ fn service(name: &str, zk_path: &str, extra: &str) -> String {
 fn rig(zk: &str, backends: &[Backend<'_>], services: &str) -> Rig {
     let dir = HaproxyDir::new();
     let port = ports::free_port();
-    let config = haproxy::axon_config(&dir, port, backends);
+    let config = haproxy::axon_config(&dir, port, backends, None);
     let state_file = dir.state_file();
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
@@ -243,6 +243,7 @@ fn a_refused_command_is_counted_and_resynced_and_drift_is_repaired() {
         &dir,
         port,
         &[Backend { name: "web", prefix: "web", slots: 2 }, Backend { name: "fixed", prefix: "fixed", slots: 1 }],
+        None,
     )
     .replace("backend fixed from axon\n", "backend fixed from axon\n    balance static-rr\n");
     let haproxy = dir.start(&config);

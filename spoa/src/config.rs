@@ -24,7 +24,9 @@ pub const DEFAULT_SERVER_OPTIONS: &str = "check inter 1s fall 2 rise 2";
 pub const DEFAULT_SPOE_MAX_CONNECTIONS: usize = 1000;
 /// HAProxy's own default (`tune.bufsize` − 4).
 pub const DEFAULT_SPOE_MAX_FRAME_SIZE: u32 = 16380;
-pub const DEFAULT_SPOE_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longer than the shipped SPOE file's `timeout idle 30s`: HAProxy closes its idle connections
+/// first, so the agent never closes one as HAProxy sends on it.
+pub const DEFAULT_SPOE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]

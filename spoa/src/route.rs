@@ -50,6 +50,8 @@ pub struct Request<'a> {
 }
 
 struct Target {
+    /// The service's name as configured.
+    name: String,
     backend: Option<String>,
     next: AtomicU64,
 }
@@ -58,6 +60,7 @@ struct Target {
 pub struct Routes {
     suffixes: Vec<String>,
     table: Vec<RouteConfig>,
+    /// By lowercased service name: host names are case-insensitive.
     targets: HashMap<String, Target>,
 }
 
@@ -65,12 +68,18 @@ impl Routes {
     pub fn new(config: &Config) -> Routes {
         let spoe = config.spoe.as_ref();
         let mut table: Vec<RouteConfig> = spoe.map(|s| s.routes.clone()).unwrap_or_default();
+        for route in &mut table {
+            route.service.make_ascii_lowercase();
+        }
         // Exact hosts before `*`, then longer prefixes first; otherwise file order.
         table.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
         let targets = config
             .services
             .iter()
-            .map(|s| (s.name.clone(), Target { backend: s.backend.clone(), next: AtomicU64::new(0) }))
+            .map(|s| {
+                let target = Target { name: s.name.clone(), backend: s.backend.clone(), next: AtomicU64::new(0) };
+                (s.name.to_ascii_lowercase(), target)
+            })
             .collect();
         Routes { suffixes: spoe.map(|s| s.host_suffixes.clone()).unwrap_or_default(), table, targets }
     }
@@ -105,14 +114,14 @@ impl Routes {
         let routed = self.table.iter().find(|r| {
             r.host.as_deref().is_none_or(|h| h.as_bytes() == host) && request.path.starts_with(r.path_prefix.as_bytes())
         });
-        if let Some(route) = routed {
-            return self.targets.get_key_value(route.service.as_str()).map(|(k, t)| (k.as_str(), t));
-        }
-        self.suffixes.iter().find_map(|suffix| {
-            let name = host.strip_suffix(suffix.as_bytes())?;
-            let name = std::str::from_utf8(name).ok()?;
-            self.targets.get_key_value(name).map(|(k, t)| (k.as_str(), t))
-        })
+        let target = match routed {
+            Some(route) => self.targets.get(route.service.as_str()),
+            None => self.suffixes.iter().find_map(|suffix| {
+                let name = host.strip_suffix(suffix.as_bytes())?;
+                self.targets.get(std::str::from_utf8(name).ok()?)
+            }),
+        }?;
+        Some((target.name.as_str(), target))
     }
 }
 

@@ -8,16 +8,33 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::process::Proc;
-use super::{bins, wait, workdir};
+use super::{bins, ports, wait, workdir};
 
 const INSTALL: &str = "install it with `apt-get install -y haproxy` (or run `make deps`)";
 
 /// The HAProxy binary: `AXON_HAPROXY` if set (for a second version), else `haproxy` on PATH.
+/// With `AXON_HAPROXY_VERSION` set, the binary must report that version, so a test run meant
+/// for a version cannot silently run another.
 pub fn binary() -> PathBuf {
-    match std::env::var_os("AXON_HAPROXY") {
-        Some(path) => PathBuf::from(path),
-        None => bins::system("haproxy", INSTALL),
-    }
+    static CHECKED: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    CHECKED
+        .get_or_init(|| {
+            let path = match std::env::var_os("AXON_HAPROXY") {
+                Some(path) => PathBuf::from(path),
+                None => bins::system("haproxy", INSTALL),
+            };
+            if let Ok(expected) = std::env::var("AXON_HAPROXY_VERSION") {
+                let output = Command::new(&path).arg("-v").output().expect("running haproxy -v");
+                let version = String::from_utf8_lossy(&output.stdout);
+                assert!(
+                    version.contains(&format!("version {expected}")),
+                    "{} is not HAProxy {expected}: {version}",
+                    path.display()
+                );
+            }
+            path
+        })
+        .clone()
 }
 
 /// Validates a configuration file with `haproxy -c`; `Err` carries HAProxy's output.
@@ -45,15 +62,26 @@ pub struct Backend<'a> {
     pub slots: u32,
 }
 
-/// The shipped `haproxy/axon.cfg`, as a user includes it: its socket and state-file paths
-/// pointed into `dir`, its example backend copied for each of `backends` as its comment says,
-/// and a frontend on `port` choosing the backend from the Host header like example.cfg's.
-pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>]) -> String {
-    let shipped =
-        std::fs::read_to_string(bins::workspace_root().join("haproxy/axon.cfg")).expect("reading haproxy/axon.cfg");
-    let shipped = shipped
+/// A shipped HAProxy file (`haproxy/<name>`) with its machine paths pointed into `dir`: the
+/// runtime socket, the state file, and the SPOE engine file (the shipped one).
+pub fn shipped_config(dir: &HaproxyDir, name: &str) -> String {
+    let root = bins::workspace_root();
+    std::fs::read_to_string(root.join("haproxy").join(name))
+        .unwrap_or_else(|e| panic!("reading haproxy/{name}: {e}"))
         .replace("/run/haproxy/axon.sock", &dir.socket().display().to_string())
-        .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string());
+        .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string())
+        .replace("/etc/haproxy/spoe-axon.conf", &root.join("haproxy/spoe-axon.conf").display().to_string())
+}
+
+/// The shipped `haproxy/axon.cfg`, as a user includes it: its paths pointed into `dir`, its
+/// frontend bound to 127.0.0.1:`port`, its SPOE agent at 127.0.0.1:`agent_port` (a port with
+/// nothing behind it when `None`), and its example backend copied for each of `backends` as
+/// its comment says.
+pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>], agent_port: Option<u16>) -> String {
+    let agent_port = agent_port.unwrap_or_else(ports::free_port);
+    let shipped = shipped_config(dir, "axon.cfg")
+        .replace("    bind :8080\n", &format!("    bind 127.0.0.1:{port}\n"))
+        .replace("127.0.0.1:9103", &format!("127.0.0.1:{agent_port}"));
     let start = shipped.find("backend web from axon").expect("the snippet's example backend");
     let (head, example) = shipped.split_at(start);
     let mut config = head.to_owned();
@@ -66,10 +94,6 @@ pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>]) -> Str
         );
         config.push('\n');
     }
-    let default = backends.first().map_or("none", |b| b.name);
-    config.push_str(&format!(
-        "frontend fe from axon\n    bind 127.0.0.1:{port}\n    use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n    default_backend {default}\n"
-    ));
     config
 }
 
@@ -216,6 +240,8 @@ pub struct Server {
     pub weight: u16,
     pub ready: bool,
     pub draining: bool,
+    /// Running, as its health checks say (`srv_op_state` 2).
+    pub up: bool,
     /// Seconds since its state last changed.
     pub since_change: u64,
 }
@@ -229,13 +255,14 @@ pub fn servers_state(text: &str) -> Vec<Server> {
         .map(|h| h.trim_start_matches('#').split_whitespace().collect())
         .unwrap_or_default();
     let col = |name: &str| header.iter().position(|c| *c == name);
-    let (Some(name), Some(addr), Some(port), Some(admin), Some(weight), Some(since)) = (
+    let (Some(name), Some(addr), Some(port), Some(admin), Some(weight), Some(since), Some(op)) = (
         col("srv_name"),
         col("srv_addr"),
         col("srv_port"),
         col("srv_admin_state"),
         col("srv_uweight"),
         col("srv_time_since_last_change"),
+        col("srv_op_state"),
     ) else {
         return Vec::new();
     };
@@ -251,6 +278,7 @@ pub fn servers_state(text: &str) -> Vec<Server> {
                 ready: admin & 0x7b == 0,
                 draining: admin & 0x18 != 0,
                 since_change: f.get(since)?.parse().ok()?,
+                up: f.get(op)? == &"2",
             })
         })
         .collect()

@@ -93,8 +93,14 @@ impl Command {
         let reply = reply.trim();
         match self {
             Command::SetAddr { .. } => {
+                // 2.6: "no need to change the addr, port changed from …"; 3.0: "port changed
+                // from …", "IP changed from …", "nothing changed". A port-map refusal can follow
+                // an IP change in the same reply.
                 let lower = reply.to_ascii_lowercase();
-                lower.starts_with("no need to change the addr") || lower.starts_with("ip changed from")
+                let changed = ["no need to change the addr", "ip changed from", "port changed from", "nothing changed"]
+                    .iter()
+                    .any(|ok| lower.starts_with(ok));
+                changed && !lower.contains("can't")
             }
             Command::AddServer { .. } => reply.starts_with("New server registered"),
             Command::SetWeight { .. } | Command::SetState { .. } | Command::EnableHealth { .. } => reply.is_empty(),
@@ -159,6 +165,13 @@ mod tests {
             "IP changed from '127.0.0.1' to '10.0.0.5', port changed from '1' to '8080' by 'stats socket command'"
         ));
         assert!(!set_addr.accepted("No such server."));
+        // HAProxy 3.0's wordings.
+        assert!(set_addr.accepted("port changed from '1' to '39751' by 'stats socket command'"));
+        assert!(set_addr.accepted("nothing changed"));
+        assert!(!set_addr.accepted(
+            "IP changed from '127.0.0.1' to '10.0.0.5', can't change <port> to port map because it is incompatible"
+        ));
+        assert!(!set_addr.accepted("invalid addr 'x'"));
         let weight = Command::SetWeight { backend: "b".into(), server: "s".into(), weight: 1 };
         assert!(weight.accepted(""));
         assert!(!weight.accepted("Absolute weight can only be between 0 and 256 inclusive."));
