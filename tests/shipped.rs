@@ -9,23 +9,31 @@ fn shipped(path: &str) -> std::path::PathBuf {
     bins::workspace_root().join(path)
 }
 
-/// Each `.cfg` under haproxy/ as shipped, only its machine paths (socket, state file, SPOE
-/// file) pointed at a temporary directory and the repository.
+/// Each `.cfg` under haproxy/ as shipped, only its machine paths (socket, state file, SPOE and
+/// Lua files) pointed at a temporary directory and the repository; the add-on axon-lua.cfg
+/// loaded after axon.cfg, as its comment says.
 #[test]
 fn every_shipped_haproxy_file_passes_haproxy_c() {
-    let mut checked = 0;
-    for entry in std::fs::read_dir(shipped("haproxy")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "cfg") {
-            let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-            let dir = haproxy::HaproxyDir::new();
-            let file = dir.path().join(&name);
-            std::fs::write(&file, haproxy::shipped_config(&dir, &name)).unwrap();
-            haproxy::check_config(&file).unwrap_or_else(|e| panic!("haproxy/{name}: {e}"));
-            checked += 1;
-        }
+    let mut names: Vec<String> = std::fs::read_dir(shipped("haproxy"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cfg"))
+        .collect();
+    names.sort();
+    assert_eq!(names, ["axon-lua.cfg", "axon.cfg", "example.cfg"]);
+    for set in [&["axon.cfg"][..], &["example.cfg"], &["axon.cfg", "axon-lua.cfg"]] {
+        let dir = haproxy::HaproxyDir::new();
+        let files: Vec<std::path::PathBuf> = set
+            .iter()
+            .map(|name| {
+                let file = dir.path().join(name);
+                std::fs::write(&file, haproxy::shipped_config(&dir, name)).unwrap();
+                file
+            })
+            .collect();
+        let files: Vec<&Path> = files.iter().map(|f| f.as_path()).collect();
+        haproxy::check_configs(&files).unwrap_or_else(|e| panic!("haproxy/{set:?}: {e}"));
     }
-    assert!(checked >= 2, "{checked} files checked");
 }
 
 fn check(binary: &str, file: &Path) -> (bool, String) {

@@ -33,12 +33,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     let (sync_tx, sync_rx) = watch::channel(SyncStatus::default());
 
     if let Some(addr) = config.status_listen {
+        let sync_rx_for_wanted = sync_rx.clone();
         let (config, snapshots, discovery, sync) = (config.clone(), snapshot_rx.clone(), discovery_rx, sync_rx);
         let status = move || {
             let document = status(&config, &snapshots.borrow(), &discovery.borrow(), &sync.borrow());
             std::future::ready(document)
         };
-        let router = axon_core::status::router(status, Arc::new(registry));
+        let wanted_sync = sync_rx_for_wanted;
+        let router = axon_core::status::router(status, Arc::new(registry))
+            .route("/wanted", axum::routing::get(move || std::future::ready(wanted(&wanted_sync.borrow()))));
         axon_core::status::start(addr, router, shutdown.clone()).await?;
     }
 
@@ -70,6 +73,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     }
     info!("axon-spoa stopped");
     Ok(())
+}
+
+/// What axon-spoa wants in HAProxy, one slot a line (`<backend> <server> <ip:port> ready|drain`),
+/// for HAProxy's Lua view (lua/axon.lua), which has no JSON parser.
+fn wanted(sync: &SyncStatus) -> String {
+    let mut out = String::new();
+    for service in sync.services.values() {
+        for (slot, endpoint) in &service.slots {
+            out.push_str(&format!("{} {slot} {endpoint} ready\n", service.backend));
+        }
+        for slot in &service.draining {
+            out.push_str(&format!("{} {slot} - drain\n", service.backend));
+        }
+    }
+    out
 }
 
 /// The status document: ZooKeeper, HAProxy, and per service what was discovered and where it

@@ -39,7 +39,17 @@ pub fn binary() -> PathBuf {
 
 /// Validates a configuration file with `haproxy -c`; `Err` carries HAProxy's output.
 pub fn check_config(file: &Path) -> Result<(), String> {
-    let output = Command::new(binary()).arg("-c").arg("-f").arg(file).output().expect("running haproxy -c");
+    check_configs(&[file])
+}
+
+/// Validates configuration files loaded together (`-f a -f b`), as HAProxy would.
+pub fn check_configs(files: &[&Path]) -> Result<(), String> {
+    let mut command = Command::new(binary());
+    command.arg("-c");
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    let output = command.output().expect("running haproxy -c");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     if output.status.success() { Ok(()) } else { Err(text) }
 }
@@ -71,6 +81,7 @@ pub fn shipped_config(dir: &HaproxyDir, name: &str) -> String {
         .replace("/run/haproxy/axon.sock", &dir.socket().display().to_string())
         .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string())
         .replace("/etc/haproxy/spoe-axon.conf", &root.join("haproxy/spoe-axon.conf").display().to_string())
+        .replace("/etc/haproxy/axon.lua", &root.join("lua/axon.lua").display().to_string())
 }
 
 /// The shipped `haproxy/axon.cfg`, as a user includes it: its paths pointed into `dir`, its
