@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload clean
+.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload fuzz clean
 
 deps:
 	.ci/install-deps
@@ -38,6 +38,13 @@ bench-spoa: deps
 bench-reload: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --bench reload_vs_runtime
+
+# Fuzz each decoder for a minute (cargo-fuzz; `cargo install cargo-fuzz`), growing the corpus
+# that `make test` replays.
+fuzz:
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run spop_agent -O -- -max_total_time=60 -max_len=4096
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run znode_record -O -- -max_total_time=60 -max_len=2048
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz cmin spop_agent -O && RUSTC_BOOTSTRAP=1 cargo fuzz cmin znode_record -O
 
 clean:
 	$(CARGO) clean

@@ -217,6 +217,16 @@ impl<'a> ChildName<'a> {
     }
 }
 
+/// The fuzz target's entry (fuzz/): bytes as a znode's data and as a child's name.
+pub fn fuzz(data: &[u8]) {
+    let _ = Record::from_json(data);
+    if let Ok(name) = std::str::from_utf8(data)
+        && let Ok(ChildName::Encoded { json, .. }) = ChildName::parse(name)
+    {
+        let _ = Record::from_json(&json);
+    }
+}
+
 fn split_sequence(name: &str) -> (&str, Option<u64>) {
     match name.rsplit_once('_') {
         Some((instance, digits)) => match parse_sequence(digits) {

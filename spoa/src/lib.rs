@@ -8,6 +8,7 @@
 pub mod config;
 pub mod daemon;
 pub mod discovery;
+pub mod fuzzing;
 pub mod haproxy;
 pub mod metrics;
 pub mod model;
