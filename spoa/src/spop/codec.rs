@@ -15,7 +15,7 @@ use bytes::{BufMut, BytesMut};
 use nom::IResult;
 use nom::Parser as _;
 use nom::bytes::complete::take;
-use nom::number::complete::{be_u8, be_u32};
+use nom::number::complete::be_u32;
 
 /// Frame flag: last fragment of a frame (always set: Axon never fragments).
 pub const FLAG_FIN: u32 = 0x01;
@@ -131,6 +131,14 @@ impl Status {
 
 type Res<'a, T> = IResult<&'a [u8], T>;
 
+/// One byte (nom's `be_u8`, without its generic input machinery on the hot path).
+fn byte(input: &[u8]) -> Res<'_, u8> {
+    match input.split_first() {
+        Some((&b, rest)) => Ok((rest, b)),
+        None => Err(nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Eof))),
+    }
+}
+
 fn invalid(reason: &'static str) -> impl FnOnce(nom::Err<nom::error::Error<&[u8]>>) -> CodecError {
     move |_| CodecError::Invalid(reason)
 }
@@ -146,7 +154,7 @@ pub fn decode_frame(buf: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>
     }
     let total = 4 + len as usize;
     let Some(body) = buf.get(4..total) else { return Ok(None) };
-    let (rest, kind) = be_u8(body).map_err(invalid("no frame type"))?;
+    let (rest, kind) = byte(body).map_err(invalid("no frame type"))?;
     let kind = FrameType::from_u8(kind).ok_or(CodecError::Invalid("unknown frame type"))?;
     let (rest, flags) = be_u32(rest).map_err(invalid("no frame flags"))?;
     let (rest, stream_id) = varint(rest).map_err(invalid("bad stream-id"))?;
@@ -156,14 +164,20 @@ pub fn decode_frame(buf: &[u8], max_frame_size: u32) -> Result<Option<(Frame<'_>
 
 /// A varint: values below 240 in one byte, larger ones continued 7 bits at a time.
 pub fn varint(input: &[u8]) -> Res<'_, u64> {
-    let (mut input, first) = be_u8(input)?;
+    // The common case (lengths, small ids) in one byte, without the general loop.
+    if let Some((&first, rest)) = input.split_first()
+        && first < 240
+    {
+        return Ok((rest, u64::from(first)));
+    }
+    let (mut input, first) = byte(input)?;
     let mut value = u64::from(first);
     if value < 240 {
         return Ok((input, value));
     }
     let mut shift = 4u32;
     loop {
-        let (rest, byte) = be_u8(input)?;
+        let (rest, byte) = byte(input)?;
         input = rest;
         let overflow = || nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::TooLarge));
         let add = u64::from(byte).checked_shl(shift).filter(|a| a >> shift == u64::from(byte)).ok_or_else(overflow)?;
@@ -243,7 +257,7 @@ impl<'a> Typed<'a> {
 }
 
 fn typed(input: &[u8]) -> Res<'_, Typed<'_>> {
-    let (input, tag) = be_u8(input)?;
+    let (input, tag) = byte(input)?;
     let error = |input| nom::Err::Error(nom::error::Error::new(input, nom::error::ErrorKind::Tag));
     match tag & 0x0F {
         0 => Ok((input, Typed::Null)),
@@ -383,12 +397,10 @@ pub fn messages(payload: &[u8]) -> Messages<'_> {
 }
 
 /// Checks a whole NOTIFY payload, so that a malformed frame is refused before anything in it
-/// is acted upon.
+/// is acted upon. (Finding where each message ends parses every argument.)
 pub fn validate_messages(payload: &[u8]) -> Result<(), CodecError> {
     for message in messages(payload) {
-        for arg in message?.args() {
-            arg?;
-        }
+        message?;
     }
     Ok(())
 }
@@ -402,7 +414,7 @@ impl<'a> Iterator for Messages<'a> {
         }
         let parsed = (|| {
             let (rest, name) = string(self.rest).map_err(invalid("bad message name"))?;
-            let (rest, count) = be_u8(rest).map_err(invalid("no argument count"))?;
+            let (rest, count) = byte(rest).map_err(invalid("no argument count"))?;
             // Skip the arguments to find where the next message starts.
             let mut args = Args { left: count, rest };
             for arg in args.by_ref() {
@@ -517,9 +529,9 @@ pub fn actions(payload: &[u8]) -> impl Iterator<Item = Result<Action<'_>, CodecE
             return None;
         }
         let parsed = (|| {
-            let (r, kind) = be_u8(rest).map_err(invalid("no action type"))?;
-            let (r, count) = be_u8(r).map_err(invalid("no action argument count"))?;
-            let (r, scope) = be_u8(r).map_err(invalid("no variable scope"))?;
+            let (r, kind) = byte(rest).map_err(invalid("no action type"))?;
+            let (r, count) = byte(r).map_err(invalid("no action argument count"))?;
+            let (r, scope) = byte(r).map_err(invalid("no variable scope"))?;
             let scope = Scope::from_u8(scope).ok_or(CodecError::Invalid("unknown variable scope"))?;
             let (r, name) = string(r).map_err(invalid("bad variable name"))?;
             match (kind, count) {
