@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload fuzz clean
+.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent fuzz clean
 
 deps:
 	.ci/install-deps
@@ -25,7 +25,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: bench-registrar bench-spoa bench-reload
+bench: bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent
 
 bench-registrar: deps
 	$(CARGO) build --release --workspace --bins
@@ -38,6 +38,13 @@ bench-spoa: deps
 bench-reload: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --bench reload_vs_runtime
+
+bench-codec:
+	$(CARGO) bench --bench spop_codec
+
+bench-spoe-agent: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench --bench spoe
 
 # Fuzz each decoder for a minute (cargo-fuzz; `cargo install cargo-fuzz`), growing the corpus
 # that `make test` replays.

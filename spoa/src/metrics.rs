@@ -80,8 +80,9 @@ impl Metrics {
         (metrics, registry)
     }
 
-    pub fn spoe_decision(&self, status: &'static str) {
-        self.spoe_decisions.get_or_create(&[("status", status)]).inc();
+    /// The counter of SPOE decisions with `status`, to keep and increment.
+    pub fn spoe_decisions(&self, status: &'static str) -> Counter {
+        self.spoe_decisions.get_or_create(&[("status", status)]).clone()
     }
 
     pub fn spoe_disconnect(&self, status: u32) {

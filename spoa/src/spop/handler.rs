@@ -7,6 +7,8 @@ use tokio::sync::watch;
 
 use super::agent::{AckWriter, Handler};
 use super::codec::{Action, Messages, Scope, Typed};
+use prometheus_client::metrics::counter::Counter;
+
 use crate::metrics::Metrics;
 use crate::model::Snapshot;
 use crate::route::{Decision, Request, Routes};
@@ -18,12 +20,21 @@ pub const ROUTE: &[u8] = b"route";
 pub struct RouteHandler {
     routes: Routes,
     snapshots: watch::Receiver<Arc<Snapshot>>,
-    metrics: Metrics,
+    /// Decisions counted by status, the counters looked up once.
+    found: Counter,
+    unknown_service: Counter,
+    no_instance: Counter,
 }
 
 impl RouteHandler {
     pub fn new(routes: Routes, snapshots: watch::Receiver<Arc<Snapshot>>, metrics: Metrics) -> RouteHandler {
-        RouteHandler { routes, snapshots, metrics }
+        RouteHandler {
+            routes,
+            snapshots,
+            found: metrics.spoe_decisions("found"),
+            unknown_service: metrics.spoe_decisions("unknown_service"),
+            no_instance: metrics.spoe_decisions("no_instance"),
+        }
     }
 }
 
@@ -65,7 +76,11 @@ impl Handler for RouteHandler {
                 Decision::UnknownService => {}
             }
             ack.push(&set(b"status", Typed::Str(decision.status().as_bytes())));
-            self.metrics.spoe_decision(decision.status());
+            match decision {
+                Decision::Backend { .. } | Decision::Instance { .. } => self.found.inc(),
+                Decision::UnknownService => self.unknown_service.inc(),
+                Decision::NoInstance { .. } => self.no_instance.inc(),
+            };
         }
     }
 }
