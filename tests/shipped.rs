@@ -58,10 +58,22 @@ fn axon_spoa_check_names_file_field_and_value() {
     let good = std::fs::read_to_string(shipped("haproxy/example.toml")).unwrap();
     let cases = [
         ("socket = \"/run/haproxy/axon.sock\"", "socket = \"tcp:localhost\"", "`haproxy.socket` = \"tcp:localhost\""),
-        ("slot_prefix = \"web\"", "slot_prefix = \"web\"\ndrain = \"10 parsecs\"", "`service[0].drain` = \"10 parsecs\""),
-        ("zk_path = \"/nerve/services/api/services\"", "zk_path = \"/nerve/services/api/services\"\nbackend_name = \"x\"", "`service[1].backend_name`: unknown field"),
+        (
+            "slot_prefix = \"web\"",
+            "slot_prefix = \"web\"\ndrain = \"10 parsecs\"",
+            "`service[0].drain` = \"10 parsecs\"",
+        ),
+        (
+            "zk_path = \"/nerve/services/api/services\"",
+            "zk_path = \"/nerve/services/api/services\"\nbackend_name = \"x\"",
+            "`service[1].backend_name`: unknown field",
+        ),
         ("host_suffixes = [\".example\"]", "host_suffixes = [\"example\"]", "`spoe.host_suffixes[0]` = \"example\""),
-        ("listen = \"127.0.0.1:9103\"", "listen = \"127.0.0.1:9103\"\nmax_frame_size = 100", "`spoe.max_frame_size` = 100"),
+        (
+            "listen = \"127.0.0.1:9103\"",
+            "listen = \"127.0.0.1:9103\"\nmax_frame_size = 100",
+            "`spoe.max_frame_size` = 100",
+        ),
         ("backend = \"web\"", "backend = \"web\"\nbackend = \"api\"", "duplicate key"),
     ];
     for (from, to, expected) in cases {
