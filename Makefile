@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent fuzz clean
+.PHONY: deps sandbox scenarios test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent fuzz clean
 
 deps:
 	.ci/install-deps
@@ -9,6 +9,11 @@ deps:
 sandbox: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/axon-sandbox
+
+# The crash experiment: every scenario on a sandbox under load, a markdown table of the results.
+scenarios: deps
+	$(CARGO) build --release --workspace --bins
+	target/release/axon-scenarios
 
 # The second HAProxy the HAProxy-facing tests run against (built from Debian's upstream tarball).
 HAPROXY_3 := $(CURDIR)/target/haproxy-3.0/haproxy

@@ -1,33 +1,52 @@
-//! The sandbox: Axon's main job on one machine, built from the harness.
+//! The sandbox: Axon's main job on one machine, built from the harness, and the handles the
+//! crash scenarios pull.
 //!
-//! A three-node ZooKeeper ensemble on 127.0.0.1; service A with two instances and service B
+//! On 127.0.0.1: a three-node ZooKeeper ensemble; service A with two instances and service B
 //! with one (sample HTTP services answering with their names); one axon-registrar per
-//! instance, as on three separate hosts; HAProxy configured from the shipped snippet (backends
-//! `A` and `B`, a frontend choosing by Host header, a stats page); axon-spoa keeping HAProxy's
-//! slots in sync. Everything lives as long as the [`Sandbox`] value.
+//! instance, as on three hosts, each reaching ZooKeeper through proxies of its own that can cut
+//! it off; HAProxy configured from the shipped files (axon.cfg with backends `a` and `b`,
+//! spoe-axon.conf, axon-lua.cfg) plus a stats page; axon-spoa syncing slots and answering SPOE;
+//! and a light background load through HAProxy. Everything lives as long as the [`Sandbox`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
 use crate::harness::kazoo::Kazoo;
+use crate::harness::load::Load;
 use crate::harness::ports;
+use crate::harness::proxy::Proxy;
 use crate::harness::registrar::{Registrar, RegistrarDir};
 use crate::harness::sample::Sample;
 use crate::harness::spoa::{Spoa, SpoaDir};
+use crate::harness::wait;
 use crate::harness::zk::Ensemble;
+
+/// The services and their instances: service A ×2, service B ×1. Names are lowercase, as host
+/// names are (`a.example` routes to `a`).
+pub const LAYOUT: &[(&str, &[&str])] = &[("a", &["a1", "a2"]), ("b", &["b1"])];
+/// The registrars' ZooKeeper session timeout.
+pub const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
+/// How often registrars check their instance, and how many failures take it out.
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
+pub const CHECK_FALL: u32 = 2;
 
 /// Where each service registers, Nerve-style.
 pub fn zk_path(service: &str) -> String {
     format!("/nerve/services/{service}/services")
 }
 
-/// One instance of a service, with its own registrar.
+/// One instance of a service, with its own registrar and its own way to ZooKeeper.
 pub struct Instance {
     pub service: String,
     pub id: String,
+    pub port: u16,
     pub sample: Sample,
     pub registrar: Registrar,
+    /// One proxy per ZooKeeper node, between this instance's registrar and the ensemble.
+    pub proxies: Vec<Proxy>,
 }
 
 pub struct Sandbox {
@@ -35,18 +54,16 @@ pub struct Sandbox {
     pub instances: Vec<Instance>,
     pub haproxy: Haproxy,
     pub spoa: Spoa,
+    pub load: Option<Load>,
     /// HAProxy's frontend: `Host: a.example` goes to service A, `b.example` to B.
     pub frontend_port: u16,
     pub stats_port: u16,
+    pub admin_port: u16,
     observer: Kazoo,
 }
 
-/// The services and their instances: service A ×2, service B ×1. Names are lowercase, as host
-/// names are (`a.example` routes to `a`).
-pub const LAYOUT: &[(&str, &[&str])] = &[("a", &["a1", "a2"]), ("b", &["b1"])];
-
 impl Sandbox {
-    /// Starts everything and returns once every instance is registered.
+    /// Starts everything, waits for the full state, then starts the background load.
     pub fn start() -> Sandbox {
         let zookeeper = Ensemble::three();
         let hosts = zookeeper.connect_string();
@@ -54,20 +71,38 @@ impl Sandbox {
         for (service, ids) in LAYOUT {
             for id in *ids {
                 let sample = Sample::start(service, id);
-                let registrar = start_registrar(&hosts, service, id, sample.port());
-                instances.push(Instance { service: (*service).to_owned(), id: (*id).to_owned(), sample, registrar });
+                let proxies: Vec<Proxy> = (0..zookeeper.len())
+                    .map(|i| Proxy::start(SocketAddr::from(([127, 0, 0, 1], zookeeper.node(i).client_port))))
+                    .collect();
+                let through = proxies.iter().map(|p| p.addr.to_string()).collect::<Vec<_>>().join(",");
+                let registrar = start_registrar(&through, service, id, sample.port());
+                let port = sample.port();
+                instances.push(Instance {
+                    service: (*service).to_owned(),
+                    id: (*id).to_owned(),
+                    port,
+                    sample,
+                    registrar,
+                    proxies,
+                });
             }
         }
-        let (frontend_port, stats_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
+        let (frontend_port, stats_port, admin_port, agent_port) =
+            (ports::free_port(), ports::free_port(), ports::free_port(), ports::free_port());
         let dir = HaproxyDir::new();
+        let spoa_dir = SpoaDir::new();
         let backends: Vec<Backend<'_>> = LAYOUT.iter().map(|(s, _)| Backend { name: s, prefix: s, slots: 4 }).collect();
+        let lua = haproxy::shipped_config(&dir, "axon-lua.cfg")
+            .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", spoa_dir.status_port))
+            .replace("127.0.0.1:8405", &format!("127.0.0.1:{admin_port}"));
         let config = haproxy::axon_config(&dir, frontend_port, &backends, Some(agent_port))
+            + "\n"
+            + &lua
             + &format!(
                 "\nlisten stats from axon\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n    stats refresh 2s\n"
             );
         let state_file = dir.state_file();
         let haproxy = dir.start(&config);
-        let spoa_dir = SpoaDir::new();
         let services: String = LAYOUT
             .iter()
             .map(|(s, _)| {
@@ -82,78 +117,164 @@ impl Sandbox {
             + &services;
         let spoa = spoa_dir.start(&spoa_config);
         let observer = Kazoo::connect(&hosts);
-        let mut sandbox = Sandbox { zookeeper, instances, haproxy, spoa, frontend_port, stats_port, observer };
-        crate::harness::wait::for_true(
-            "every instance registered and ready in HAProxy",
-            crate::harness::wait::SECOND * 30,
-            || {
-                let registered = sandbox.registered();
-                sandbox.instances.iter().all(|i| {
-                    registered.contains_key(&(i.service.clone(), i.id.clone()))
-                        && sandbox.haproxy_state(i).starts_with("ready")
-                })
-            },
-        );
+        let mut sandbox = Sandbox {
+            zookeeper,
+            instances,
+            haproxy,
+            spoa,
+            load: None,
+            frontend_port,
+            stats_port,
+            admin_port,
+            observer,
+        };
+        wait::until("the full state", wait::SECOND * 30, || sandbox.full_state().ok());
+        wait::for_true("HAProxy to see the SPOE agent", wait::SECOND * 10, || {
+            sandbox.haproxy.servers("axon-agents").iter().all(|s| s.up)
+        });
+        let services: Vec<&str> = LAYOUT.iter().map(|(s, _)| *s).collect();
+        sandbox.load = Some(Load::start(sandbox.frontend(), &services, 2));
         sandbox
     }
 
-    /// An instance's server in HAProxy: `ready web1`, `drain web1`, `maint web1`, or `-`.
+    pub fn frontend(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.frontend_port))
+    }
+
+    pub fn instance(&self, id: &str) -> &Instance {
+        self.instances.iter().find(|i| i.id == id).unwrap_or_else(|| panic!("no instance {id}"))
+    }
+
+    pub fn instance_mut(&mut self, id: &str) -> &mut Instance {
+        self.instances.iter_mut().find(|i| i.id == id).unwrap_or_else(|| panic!("no instance {id}"))
+    }
+
+    /// Every znode of `service`: child name → the record's `name` (the instance id).
+    pub fn znodes(&mut self, service: &str) -> BTreeMap<String, String> {
+        self.observer
+            .records(&zk_path(service))
+            .into_iter()
+            .map(|(child, data)| {
+                let id = serde_json::from_str::<serde_json::Value>(&data)
+                    .ok()
+                    .and_then(|v| v["name"].as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                (child, id)
+            })
+            .collect()
+    }
+
+    /// How many znodes each instance has now.
+    pub fn registrations(&mut self) -> BTreeMap<String, usize> {
+        let mut counts: BTreeMap<String, usize> = self.instances.iter().map(|i| (i.id.clone(), 0)).collect();
+        for (service, _) in LAYOUT {
+            for id in self.znodes(service).into_values() {
+                *counts.entry(id).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    /// An instance's server in HAProxy: `ready web1`, `drain web1`, `down web1`, or `-`.
     pub fn haproxy_state(&self, instance: &Instance) -> String {
-        let addr = instance.sample.addr().to_string();
+        let addr = format!("127.0.0.1:{}", instance.port);
         let Ok(text) = self.haproxy.try_runtime(&format!("show servers state {}", instance.service)) else {
             return "unreachable".into();
         };
         haproxy::servers_state(&text)
             .into_iter()
             .find(|s| s.addr == addr && (s.ready || s.draining))
-            .map(|s| format!("{} {}", if s.ready { "ready" } else { "drain" }, s.name))
+            .map(|s| {
+                let state = match (s.ready, s.up) {
+                    (true, true) => "ready",
+                    (true, false) => "down",
+                    _ => "drain",
+                };
+                format!("{state} {}", s.name)
+            })
             .unwrap_or_else(|| "-".into())
     }
 
-    /// (service, instance id) → znode name, as ZooKeeper has them now.
-    pub fn registered(&mut self) -> BTreeMap<(String, String), String> {
-        let mut out = BTreeMap::new();
-        for (service, _) in LAYOUT {
-            for (child, data) in self.observer.records(&zk_path(service)) {
-                let id = serde_json::from_str::<serde_json::Value>(&data)
-                    .ok()
-                    .and_then(|v| v["name"].as_str().map(str::to_owned))
-                    .unwrap_or_default();
-                out.insert(((*service).to_owned(), id), child);
+    /// The full state: every instance registered in ZooKeeper exactly once, and ready and up in
+    /// HAProxy, and no other server ready. `Err` says what is missing.
+    pub fn full_state(&mut self) -> Result<(), String> {
+        let registrations = self.registrations();
+        let mut missing = Vec::new();
+        for (id, count) in &registrations {
+            if *count != 1 {
+                missing.push(format!("{id} has {count} znodes"));
             }
         }
-        out
+        for instance in &self.instances {
+            let state = self.haproxy_state(instance);
+            if !state.starts_with("ready") {
+                missing.push(format!("{} is `{state}` in HAProxy", instance.id));
+            }
+        }
+        for (service, ids) in LAYOUT {
+            let Ok(text) = self.haproxy.try_runtime(&format!("show servers state {service}")) else {
+                missing.push("HAProxy does not answer".into());
+                continue;
+            };
+            let ready = haproxy::servers_state(&text).into_iter().filter(|s| s.ready).count();
+            if ready != ids.len() {
+                missing.push(format!("{ready} servers ready in backend {service}"));
+            }
+        }
+        if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
     }
 
-    /// A text view: ZooKeeper's nodes, then each instance's state in its registrar and in
-    /// ZooKeeper.
+    /// A text view: ZooKeeper's nodes, each instance's state in its registrar, in ZooKeeper
+    /// and in HAProxy, and the background load over the last second.
     pub fn view(&mut self) -> String {
-        let registered = self.registered();
         let mut out = String::new();
         let modes: Vec<String> =
             (0..self.zookeeper.len()).map(|i| self.zookeeper.mode(i).unwrap_or_else(|| "down".into())).collect();
         let _ = writeln!(out, "ZooKeeper {}  [{}]", self.zookeeper.connect_string(), modes.join(", "));
         let _ = writeln!(
             out,
+            "HAProxy pid {}   axon-spoa {}",
+            self.haproxy.worker_pid().unwrap_or_else(|| "down".into()),
+            if self.spoa.try_status().is_some() { "up" } else { "down" }
+        );
+        let _ = writeln!(
+            out,
             "\n{:<8} {:<9} {:<22} {:<12} {:<14} znode",
             "service", "instance", "address", "registrar", "HAProxy"
         );
+        let znodes: BTreeMap<String, Vec<String>> = LAYOUT
+            .iter()
+            .flat_map(|(s, _)| {
+                self.znodes(s).into_iter().map(move |(child, id)| (id, format!("{}/{child}", zk_path(s))))
+            })
+            .fold(BTreeMap::new(), |mut map, (id, path)| {
+                map.entry(id).or_default().push(path);
+                map
+            });
         for instance in &self.instances {
             let state = instance.registrar.service_state(&instance.service).unwrap_or_else(|| "unreachable".into());
-            let znode = registered
-                .get(&(instance.service.clone(), instance.id.clone()))
-                .map(|child| format!("{}/{child}", zk_path(&instance.service)))
-                .unwrap_or_else(|| "-".into());
+            let znode = znodes.get(&instance.id).map(|z| z.join(" ")).unwrap_or_else(|| "-".into());
             let _ = writeln!(
                 out,
                 "{:<8} {:<9} {:<22} {:<12} {:<14} {}",
                 instance.service,
                 instance.id,
-                instance.sample.addr(),
+                format!("127.0.0.1:{}", instance.port),
                 state,
                 self.haproxy_state(instance),
                 znode
             );
+        }
+        if let Some(load) = &self.load {
+            let recent: Vec<_> =
+                load.requests().into_iter().filter(|r| r.started.elapsed() < wait::SECOND * 2).collect();
+            let _ = writeln!(out, "\nload through HAProxy, last second:");
+            for (service, _) in LAYOUT {
+                let mine: Vec<_> =
+                    recent.iter().filter(|r| r.service == *service && r.started.elapsed() >= wait::SECOND).collect();
+                let failed = mine.iter().filter(|r| !r.outcome.ok()).count();
+                let _ = writeln!(out, "  {service}.example: {} requests/s, {failed} failed", mine.len());
+            }
         }
         out
     }
@@ -167,31 +288,42 @@ impl Sandbox {
             "HAProxy: curl -H 'Host: a.example' http://127.0.0.1:{}/   stats page http://127.0.0.1:{}/",
             self.frontend_port, self.stats_port
         );
+        let _ =
+            writeln!(out, "Axon's view inside HAProxy (Lua): http://127.0.0.1:{0}/  (JSON: /json)", self.admin_port);
         let _ = writeln!(out, "HAProxy runtime API: socat stdio {}", self.haproxy.socket().display());
         let _ =
             writeln!(out, "axon-spoa: status http://{0}/status  metrics http://{0}/metrics", self.spoa.status_addr());
         for instance in &self.instances {
             let _ = writeln!(
                 out,
-                "{}/{}: service http://{}/  registrar status http://{}/status  metrics http://{}/metrics",
+                "{}/{}: service http://127.0.0.1:{}/  registrar http://{}/status",
                 instance.service,
                 instance.id,
-                instance.sample.addr(),
+                instance.port,
                 instance.registrar.status_addr(),
-                instance.registrar.status_addr()
             );
         }
         out
     }
 }
 
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        // The load first, so nothing counts the shutdown as failures.
+        if let Some(mut load) = self.load.take() {
+            load.stop();
+        }
+    }
+}
+
 fn start_registrar(hosts: &str, service: &str, id: &str, port: u16) -> Registrar {
     let dir = RegistrarDir::new();
-    let config = dir.header(hosts, id, "4s")
+    let config = dir.header(hosts, id, &format!("{}s", SESSION_TIMEOUT.as_secs()))
         + &format!(
-            "[[service]]\nname = {service:?}\nhost = \"127.0.0.1\"\nport = {port}\nzk_path = {:?}\ncheck_interval = \"500ms\"\n\
-             [[service.checks]]\ntype = \"http\"\nuri = \"/health\"\ntimeout = \"300ms\"\nrise = 2\nfall = 2\n",
-            zk_path(service)
+            "[[service]]\nname = {service:?}\nhost = \"127.0.0.1\"\nport = {port}\nzk_path = {:?}\ncheck_interval = \"{}ms\"\n\
+             [[service.checks]]\ntype = \"http\"\nuri = \"/health\"\ntimeout = \"300ms\"\nrise = 2\nfall = {CHECK_FALL}\n",
+            zk_path(service),
+            CHECK_INTERVAL.as_millis()
         );
     dir.start(&config)
 }

@@ -20,7 +20,7 @@ pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_RELOAD_CHECK_INTERVAL: Duration = Duration::from_millis(250);
 /// What `add server` is given when a backend outgrows its template: the shipped snippet's
 /// `default-server` line, which `add server` does not inherit.
-pub const DEFAULT_SERVER_OPTIONS: &str = "check inter 1s fall 2 rise 2";
+pub const DEFAULT_SERVER_OPTIONS: &str = "check inter 1s fall 2 rise 2 observe layer4 error-limit 5 on-error mark-down";
 pub const DEFAULT_SPOE_MAX_CONNECTIONS: usize = 1000;
 /// HAProxy's own default (`tune.bufsize` − 4).
 pub const DEFAULT_SPOE_MAX_FRAME_SIZE: u32 = 16380;

@@ -130,6 +130,19 @@ impl Registrar {
         self.proc.signal(libc::SIGTERM);
         self.proc.wait_exit(timeout)
     }
+
+    /// Starts it again, with the same configuration, after it exited or was killed.
+    pub fn start_again(&mut self) {
+        self.proc.kill();
+        let mut command = Command::new(bins::axon("axon-registrar"));
+        command.arg(self.config_path()).env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+        self.proc = Proc::spawn("axon-registrar", &mut command, &self.dir.path().join("registrar.log"))
+            .with_stop_signal(libc::SIGTERM);
+        wait::for_true("axon-registrar's status endpoint", wait::SECOND * 10, || {
+            assert!(self.proc.is_running(), "axon-registrar exited:\n{}", self.proc.log_tail(20));
+            self.try_status().is_some()
+        });
+    }
 }
 
 /// Runs `axon-registrar --check <file>` and returns (success, stdout + stderr).

@@ -24,7 +24,9 @@ from kazoo.exceptions import NoNodeError
 def main():
     logging.basicConfig(level=logging.ERROR)
     hosts = sys.argv[1]
-    client = KazooClient(hosts=hosts, timeout=10.0)
+    # Reconnect and retry quickly: tests observe ZooKeeper right after restarting it.
+    retry = {"max_tries": -1, "delay": 0.05, "backoff": 1.5, "max_delay": 0.5}
+    client = KazooClient(hosts=hosts, timeout=10.0, connection_retry=retry, command_retry=retry)
     client.start(timeout=30)
     print(json.dumps({"ok": "ready"}), flush=True)
     for line in sys.stdin:

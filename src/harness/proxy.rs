@@ -1,0 +1,129 @@
+//! A fault-injecting TCP proxy of the project's own, for cutting one client off from
+//! ZooKeeper (or anything) without touching the server: while cut, the existing connections
+//! go silent (nothing relayed either way, nothing closed: a partition, not a refusal) and new
+//! ones are accepted and left silent; once restored, new connections are relayed again (the
+//! silenced ones stay dead, as after a real partition).
+
+use std::io::{Read as _, Write as _};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// A proxy from a local port to `target`.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    state: Arc<State>,
+}
+
+struct State {
+    target: SocketAddr,
+    /// Bumped by every cut: connections of an older generation relay nothing.
+    generation: AtomicU64,
+    cut: AtomicBool,
+    stop: AtomicBool,
+    /// Streams to close when the proxy goes away.
+    streams: Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    /// Listens on a free loopback port and relays to `target`.
+    pub fn start(target: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("binding a proxy port");
+        let addr = listener.local_addr().expect("the proxy's address");
+        let state = Arc::new(State {
+            target,
+            generation: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            streams: Mutex::new(Vec::new()),
+        });
+        let accepting = state.clone();
+        std::thread::spawn(move || accept(listener, &accepting));
+        Proxy { addr, state }
+    }
+
+    /// Partitions: everything goes silent.
+    pub fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        self.state.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Heals the partition for new connections.
+    pub fn restore(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.state.stop.store(true, Ordering::SeqCst);
+        let _ = TcpStream::connect(self.addr);
+        for stream in self.state.streams.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+fn accept(listener: TcpListener, state: &Arc<State>) {
+    for client in listener.incoming() {
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(client) = client else { continue };
+        if state.cut.load(Ordering::SeqCst) {
+            // Accepted, never answered: the client sees a silent peer.
+            state.streams.lock().unwrap_or_else(|e| e.into_inner()).push(client);
+            continue;
+        }
+        let Ok(server) = TcpStream::connect_timeout(&state.target, Duration::from_secs(1)) else {
+            continue;
+        };
+        let generation = state.generation.load(Ordering::SeqCst);
+        for stream in [&client, &server] {
+            if let Ok(clone) = stream.try_clone() {
+                state.streams.lock().unwrap_or_else(|e| e.into_inner()).push(clone);
+            }
+        }
+        for (from, to) in [(client.try_clone(), server.try_clone()), (server.try_clone(), client.try_clone())] {
+            if let (Ok(from), Ok(to)) = (from, to) {
+                let state = state.clone();
+                std::thread::spawn(move || relay(from, to, generation, &state));
+            }
+        }
+    }
+}
+
+fn relay(mut from: TcpStream, mut to: TcpStream, generation: u64, state: &State) {
+    let _ = from.set_read_timeout(Some(Duration::from_millis(100)));
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        if state.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if state.generation.load(Ordering::SeqCst) != generation {
+            // Cut: stay connected, relay nothing, until the proxy goes away.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.shutdown(Shutdown::Write);
+                return;
+            }
+            Ok(n) => {
+                if state.generation.load(Ordering::SeqCst) != generation {
+                    continue;
+                }
+                if to.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(err) if matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                let _ = to.shutdown(Shutdown::Both);
+                return;
+            }
+        }
+    }
+}
