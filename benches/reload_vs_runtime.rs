@@ -12,6 +12,9 @@
 //! cores; only axon-spoa's work (or the reloads) differ. Failed requests are wrk's non-2xx
 //! responses plus socket errors (connect, read, write, timeout).
 //!
+//! Both use the shipped configuration, without its SPOE filter (routing per request is not what
+//! is compared here, and no agent runs): the Host header picks the backend.
+//!
 //! Run with `make bench-reload` (or `cargo build --release --workspace --bins && cargo bench
 //! --bench reload_vs_runtime`). Needs wrk (`apt-get install wrk`).
 
@@ -154,7 +157,8 @@ fn record(sample: &Sample, id: &str) -> String {
 fn run_axon(wrk: &std::path::Path, zk: &Ensemble, path: &str, steady: &[Sample], moving: &[Sample]) -> Load {
     let dir = HaproxyDir::new();
     let port = ports::free_port();
-    let config = haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 10 }], None);
+    let config =
+        without_spoe(haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 10 }], None));
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
     let config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None)
@@ -175,10 +179,15 @@ fn run_axon(wrk: &std::path::Path, zk: &Ensemble, path: &str, steady: &[Sample],
     load
 }
 
+/// The shipped configuration without its SPOE filter line.
+fn without_spoe(config: String) -> String {
+    config.lines().filter(|l| !l.trim_start().starts_with("filter spoe")).map(|l| format!("{l}\n")).collect()
+}
+
 /// The reload way: a configuration with one `server` line per current instance.
 fn reload_config(dir: &HaproxyDir, port: u16, servers: &BTreeSet<u16>) -> String {
     let lines: String = servers.iter().map(|p| format!("    server web{p} 127.0.0.1:{p}\n")).collect();
-    haproxy::axon_config(dir, port, &[Backend { name: "web", prefix: "web", slots: 1 }], None)
+    without_spoe(haproxy::axon_config(dir, port, &[Backend { name: "web", prefix: "web", slots: 1 }], None))
         .replace("    server-template web 1-1 127.0.0.1:1 disabled\n", &lines)
 }
 

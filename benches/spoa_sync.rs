@@ -164,7 +164,8 @@ fn cold_sync(zk: &Ensemble) -> Duration {
     let start = Instant::now();
     let _spoa = spoa_dir.start(&config);
     let ready = |haproxy: &Haproxy| {
-        haproxy::servers_state(&haproxy.runtime("show servers state")).iter().filter(|s| s.ready).count()
+        let state = haproxy::servers_state(&haproxy.runtime("show servers state"));
+        state.iter().filter(|s| s.ready && names.contains(&s.backend)).count()
     };
     wait::for_true("5,000 servers ready", Duration::from_secs(60), || ready(&haproxy) == SERVICES * INSTANCES);
     let took = start.elapsed();

@@ -222,11 +222,7 @@ impl Raw {
 
 fn hello() -> BytesMut {
     let mut out = BytesMut::new();
-    codec::put_frame(&mut out, FrameType::HaproxyHello, FLAG_FIN, 0, 0, |out| {
-        codec::put_kv(out, "supported-versions", &Typed::Str(b"2.0"));
-        codec::put_kv(out, "max-frame-size", &Typed::Uint32(16380));
-        codec::put_kv(out, "capabilities", &Typed::Str(b"pipelining"));
-    });
+    codec::put_haproxy_hello(&mut out, 16380, b"pipelining");
     out
 }
 

@@ -246,6 +246,7 @@ impl Haproxy {
 /// A server as `show servers state` reports it (parsed here independently of axon-spoa).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Server {
+    pub backend: String,
     pub name: String,
     pub addr: String,
     pub weight: u16,
@@ -266,7 +267,8 @@ pub fn servers_state(text: &str) -> Vec<Server> {
         .map(|h| h.trim_start_matches('#').split_whitespace().collect())
         .unwrap_or_default();
     let col = |name: &str| header.iter().position(|c| *c == name);
-    let (Some(name), Some(addr), Some(port), Some(admin), Some(weight), Some(since), Some(op)) = (
+    let (Some(backend), Some(name), Some(addr), Some(port), Some(admin), Some(weight), Some(since), Some(op)) = (
+        col("be_name"),
         col("srv_name"),
         col("srv_addr"),
         col("srv_port"),
@@ -282,6 +284,7 @@ pub fn servers_state(text: &str) -> Vec<Server> {
             let f: Vec<&str> = line.split_whitespace().collect();
             let admin: u8 = f.get(admin)?.parse().ok()?;
             Some(Server {
+                backend: f.get(backend)?.to_string(),
                 name: f.get(name)?.to_string(),
                 addr: format!("{}:{}", f.get(addr)?, f.get(port)?),
                 weight: f.get(weight)?.parse().ok()?,

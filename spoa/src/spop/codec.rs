@@ -338,6 +338,17 @@ pub fn kv_list(payload: &[u8]) -> KvList<'_> {
     KvList { rest: payload }
 }
 
+/// A name (no type byte) followed by a typed value: a kv entry or a message argument.
+fn named_value<'a>(
+    input: &'a [u8],
+    bad_name: &'static str,
+    bad_value: &'static str,
+) -> Result<(&'a [u8], &'a [u8], Typed<'a>), CodecError> {
+    let (rest, name) = string(input).map_err(invalid(bad_name))?;
+    let (rest, value) = typed(rest).map_err(invalid(bad_value))?;
+    Ok((rest, name, value))
+}
+
 impl<'a> Iterator for KvList<'a> {
     type Item = Result<(&'a [u8], Typed<'a>), CodecError>;
 
@@ -345,10 +356,7 @@ impl<'a> Iterator for KvList<'a> {
         if self.rest.is_empty() {
             return None;
         }
-        let parsed = string(self.rest).map_err(invalid("bad kv key")).and_then(|(rest, key)| {
-            typed(rest).map_err(invalid("bad kv value")).map(|(rest, value)| (rest, key, value))
-        });
-        match parsed {
+        match named_value(self.rest, "bad kv key", "bad kv value") {
             Ok((rest, key, value)) => {
                 self.rest = rest;
                 Some(Ok((key, value)))
@@ -451,10 +459,7 @@ impl<'a> Iterator for Args<'a> {
             return None;
         }
         self.left -= 1;
-        let parsed = string(self.rest).map_err(invalid("bad argument name")).and_then(|(rest, key)| {
-            typed(rest).map_err(invalid("bad argument value")).map(|(rest, value)| (rest, key, value))
-        });
-        match parsed {
+        match named_value(self.rest, "bad argument name", "bad argument value") {
             Ok((rest, key, value)) => {
                 self.rest = rest;
                 Some(Ok((key, value)))
@@ -465,6 +470,15 @@ impl<'a> Iterator for Args<'a> {
             }
         }
     }
+}
+
+/// Appends a HAPROXY-HELLO frame (HAProxy's side; used by tests and the load generator).
+pub fn put_haproxy_hello(out: &mut BytesMut, max_frame_size: u32, capabilities: &[u8]) {
+    put_frame(out, FrameType::HaproxyHello, FLAG_FIN, 0, 0, |out| {
+        put_kv(out, "supported-versions", &Typed::Str(b"2.0"));
+        put_kv(out, "max-frame-size", &Typed::Uint32(max_frame_size));
+        put_kv(out, "capabilities", &Typed::Str(capabilities));
+    });
 }
 
 /// Appends one NOTIFY message (HAProxy's side; used by tests and the load generator).
