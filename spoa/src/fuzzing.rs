@@ -41,12 +41,8 @@ fn handler() -> &'static RouteHandler {
     &HANDLER
         .get_or_init(|| {
             let config = Config::parse(Path::new("fuzz.toml"), CONFIG).expect("the fuzz configuration");
-            let instance = |last: u8, labels: &[(&str, &str)]| Instance {
-                endpoint: Endpoint::new([10, 0, 0, last].into(), 80),
-                weight: u16::from(last),
-                labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-                name: String::new(),
-                znode: String::new(),
+            let instance = |last: u8, labels: &[(&str, &str)]| {
+                Instance::unnamed(Endpoint::new([10, 0, 0, last].into(), 80), u16::from(last), labels)
             };
             let view = ServiceView {
                 instances: vec![instance(1, &[("canary", "true")]), instance(2, &[])],

@@ -54,6 +54,19 @@ pub struct Instance {
     pub znode: String,
 }
 
+impl Instance {
+    /// An instance that no znode names: a configured default server, or one built by a test.
+    pub fn unnamed(endpoint: Endpoint, weight: u16, labels: &[(&str, &str)]) -> Self {
+        Instance {
+            endpoint,
+            weight,
+            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            name: String::new(),
+            znode: String::new(),
+        }
+    }
+}
+
 /// Where a service's instances came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -190,13 +190,7 @@ zk_path = "/cdn"
     }
 
     fn instance(last: u8, weight: u16, labels: &[(&str, &str)]) -> Instance {
-        Instance {
-            endpoint: Endpoint::new([10, 0, 0, last].into(), 80),
-            weight,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            name: String::new(),
-            znode: String::new(),
-        }
+        Instance::unnamed(Endpoint::new([10, 0, 0, last].into(), 80), weight, labels)
     }
 
     fn snapshot(services: &[(&str, Vec<Instance>)]) -> Snapshot {

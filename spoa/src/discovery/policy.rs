@@ -130,7 +130,7 @@ pub fn view(service: &ServiceConfig, found: &Found<'_>, previous: Option<&Servic
 }
 
 fn default_instance(endpoint: Endpoint) -> Instance {
-    Instance { endpoint, weight: DEFAULT_WEIGHT, labels: Default::default(), name: String::new(), znode: String::new() }
+    Instance::unnamed(endpoint, DEFAULT_WEIGHT, &[])
 }
 
 #[cfg(test)]
