@@ -6,6 +6,9 @@
 
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use serde::Deserialize;
 use zookeeper_client::{Acl, Acls, Client, CreateMode, Permission, SessionState};
 
@@ -220,6 +223,25 @@ pub fn state_name(state: SessionState) -> &'static str {
         SessionState::Expired => "expired",
         SessionState::AuthFailed => "auth_failed",
         SessionState::Closed => "closed",
+    }
+}
+
+/// What both daemons report of their ZooKeeper session, under the same names: `zk_sessions`,
+/// `zk_reconnects`, `zk_expiries`, `zk_connected`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionMetrics {
+    pub sessions: Counter,
+    pub reconnects: Counter,
+    pub expiries: Counter,
+    pub connected: Gauge,
+}
+
+impl SessionMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("zk_sessions", "ZooKeeper sessions opened", self.sessions.clone());
+        registry.register("zk_reconnects", "Reconnections within a ZooKeeper session", self.reconnects.clone());
+        registry.register("zk_expiries", "ZooKeeper sessions expired", self.expiries.clone());
+        registry.register("zk_connected", "1 while connected to ZooKeeper", self.connected.clone());
     }
 }
 

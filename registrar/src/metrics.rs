@@ -1,5 +1,6 @@
 //! The registrar's Prometheus metrics.
 
+use axon_core::zk::SessionMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,11 +17,8 @@ pub struct Metrics {
     pub service_up: Family<ServiceLabel, Gauge>,
     pub registrations: Counter,
     pub deregistrations: Counter,
-    pub zk_sessions: Counter,
-    pub zk_reconnects: Counter,
-    pub zk_expiries: Counter,
+    pub zk: SessionMetrics,
     pub zk_errors: Counter,
-    pub zk_connected: Gauge,
 }
 
 impl Metrics {
@@ -33,11 +31,8 @@ impl Metrics {
         registry.register("service_up", "1 when every check of the service is up", metrics.service_up.clone());
         registry.register("registrations", "Znodes created", metrics.registrations.clone());
         registry.register("deregistrations", "Znodes deleted", metrics.deregistrations.clone());
-        registry.register("zk_sessions", "ZooKeeper sessions opened", metrics.zk_sessions.clone());
-        registry.register("zk_reconnects", "Reconnections within a ZooKeeper session", metrics.zk_reconnects.clone());
-        registry.register("zk_expiries", "ZooKeeper sessions expired", metrics.zk_expiries.clone());
+        metrics.zk.register(&mut registry);
         registry.register("zk_errors", "ZooKeeper operations that failed", metrics.zk_errors.clone());
-        registry.register("zk_connected", "1 while connected to ZooKeeper", metrics.zk_connected.clone());
         (metrics, registry)
     }
 

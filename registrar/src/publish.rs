@@ -98,7 +98,7 @@ impl Publisher {
                     break;
                 }
                 SessionEnd::Expired => {
-                    self.metrics.zk_expiries.inc();
+                    self.metrics.zk.expiries.inc();
                     self.set_state("expired", None);
                 }
                 SessionEnd::SettingsChanged => {
@@ -123,7 +123,7 @@ impl Publisher {
         })
         .await?;
         info!(session = %client.session_id(), hosts = %settings.hosts, "ZooKeeper session opened");
-        self.metrics.zk_sessions.inc();
+        self.metrics.zk.sessions.inc();
         Some(client)
     }
 
@@ -142,7 +142,7 @@ impl Publisher {
         let (changed_tx, mut changed_rx) = mpsc::unbounded_channel::<String>();
         let mut backoff = Backoff::new(INITIAL_BACKOFF, settings.reconnect_backoff_max);
         let mut retry_at: Option<Instant> = None;
-        self.metrics.zk_connected.set(1);
+        self.metrics.zk.connected.set(1);
         self.set_state("connected", Some(session));
 
         let end = loop {
@@ -188,8 +188,8 @@ impl Publisher {
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                         if !connected {
                             info!(session = %client.session_id(), "ZooKeeper connection restored, same session");
-                            self.metrics.zk_reconnects.inc();
-                            self.metrics.zk_connected.set(1);
+                            self.metrics.zk.reconnects.inc();
+                            self.metrics.zk.connected.set(1);
                         }
                         connected = true;
                         self.set_state("connected", Some(session));
@@ -197,7 +197,7 @@ impl Publisher {
                     SessionState::Disconnected => {
                         warn!(session = %client.session_id(), "ZooKeeper connection lost; keeping the session");
                         connected = false;
-                        self.metrics.zk_connected.set(0);
+                        self.metrics.zk.connected.set(0);
                         self.set_state("disconnected", Some(session));
                     }
                     terminal => {
@@ -220,7 +220,7 @@ impl Publisher {
                 _ = retry => {}
             }
         };
-        self.metrics.zk_connected.set(0);
+        self.metrics.zk.connected.set(0);
         match end {
             SessionEnd::Stopped | SessionEnd::SettingsChanged => {
                 deregister_all(client, &owned, self.grace, &self.metrics).await;

@@ -1,5 +1,6 @@
 //! axon-spoa's Prometheus metrics.
 
+use axon_core::zk::SessionMetrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -12,12 +13,9 @@ type ReasonLabel = [(&'static str, &'static str); 1];
 /// Counters, gauges and histograms, cheap to clone (each is an `Arc` inside).
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    pub zk_sessions: Counter,
-    pub zk_reconnects: Counter,
-    pub zk_expiries: Counter,
+    pub zk: SessionMetrics,
     pub zk_events: Counter,
     pub zk_reads: Counter,
-    pub zk_connected: Gauge,
     pub instances: Family<ServiceLabel, Gauge>,
     pub problems: Family<ServiceLabel, Gauge>,
     pub commands: Counter,
@@ -34,12 +32,9 @@ pub struct Metrics {
 impl Metrics {
     pub fn new() -> (Metrics, Registry) {
         let metrics = Metrics {
-            zk_sessions: Counter::default(),
-            zk_reconnects: Counter::default(),
-            zk_expiries: Counter::default(),
+            zk: SessionMetrics::default(),
             zk_events: Counter::default(),
             zk_reads: Counter::default(),
-            zk_connected: Gauge::default(),
             instances: Family::default(),
             problems: Family::default(),
             commands: Counter::default(),
@@ -52,12 +47,9 @@ impl Metrics {
             spoe_disconnects: Family::default(),
         };
         let mut registry = Registry::with_prefix("axon_spoa");
-        registry.register("zk_sessions", "ZooKeeper sessions opened", metrics.zk_sessions.clone());
-        registry.register("zk_reconnects", "Reconnections within a ZooKeeper session", metrics.zk_reconnects.clone());
-        registry.register("zk_expiries", "ZooKeeper sessions expired", metrics.zk_expiries.clone());
+        metrics.zk.register(&mut registry);
         registry.register("zk_events", "ZooKeeper watch events", metrics.zk_events.clone());
         registry.register("zk_reads", "ZooKeeper reads (listings and data)", metrics.zk_reads.clone());
-        registry.register("zk_connected", "1 while connected to ZooKeeper", metrics.zk_connected.clone());
         registry.register("instances", "Instances the proxy uses, per service", metrics.instances.clone());
         registry.register("problems", "Znodes skipped or changed, per service", metrics.problems.clone());
         registry.register("commands", "Runtime API commands sent", metrics.commands.clone());

@@ -121,7 +121,7 @@ impl Discovery {
             match self.serve(&client).await {
                 SessionEnd::Stopped => break,
                 SessionEnd::Expired => {
-                    self.metrics.zk_expiries.inc();
+                    self.metrics.zk.expiries.inc();
                     self.set_state("expired", None);
                 }
             }
@@ -158,7 +158,7 @@ impl Discovery {
             }
         }
         info!(session = %client.session_id(), hosts = %settings.hosts, "ZooKeeper session opened");
-        self.metrics.zk_sessions.inc();
+        self.metrics.zk.sessions.inc();
         Some(client)
     }
 
@@ -224,7 +224,7 @@ impl Discovery {
                     SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
                         if !connected {
                             info!(session = %client.session_id(), "ZooKeeper connection restored, same session: reading again");
-                            self.metrics.zk_reconnects.inc();
+                            self.metrics.zk.reconnects.inc();
                             full_read = true;
                         }
                         connected = true;
@@ -435,7 +435,7 @@ impl Discovery {
     }
 
     fn set_state(&self, state: &'static str, session: Option<i64>) {
-        self.metrics.zk_connected.set(i64::from(matches!(state, "reading" | "watching")));
+        self.metrics.zk.connected.set(i64::from(matches!(state, "reading" | "watching")));
         self.status.send_modify(|s| {
             s.state = state;
             if session.is_some() || matches!(state, "connecting" | "expired" | "stopped") {
