@@ -15,8 +15,9 @@ scenarios: deps
 	$(CARGO) build --release --workspace --bins
 	target/release/axon-scenarios
 
-# The second HAProxy the HAProxy-facing tests run against (built from Debian's upstream tarball).
-HAPROXY_3 := $(CURDIR)/target/haproxy-3.0/haproxy
+# The HAProxy-facing tests run again against HAProxy 3.0 (built from Debian's upstream tarball)
+# and the 3.2 and 3.4 branches (SPOE on its multiplexer; Debian's builds, fetched).
+HAPROXY_TESTS := --test spoe --test spoa_sync --test shipped --test lua
 
 test: deps
 	$(CARGO) fmt --all -- --check
@@ -24,7 +25,11 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	.ci/build-haproxy-3.0
-	AXON_HAPROXY=$(HAPROXY_3) AXON_HAPROXY_VERSION=3.0.11 $(CARGO) test --test spoe --test spoa_sync --test shipped --test lua
+	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.0/haproxy AXON_HAPROXY_VERSION=3.0.11 $(CARGO) test $(HAPROXY_TESTS)
+	.ci/fetch-haproxy 3.2
+	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.2/haproxy AXON_HAPROXY_VERSION=3.2. $(CARGO) test $(HAPROXY_TESTS)
+	.ci/fetch-haproxy 3.4
+	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.4/haproxy AXON_HAPROXY_VERSION=3.4. $(CARGO) test $(HAPROXY_TESTS)
 
 lint:
 	$(CARGO) fmt --all -- --check

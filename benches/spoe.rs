@@ -45,7 +45,7 @@ fn main() {
         &[Backend { name: "web", prefix: "web", slots: 4 }],
         Some(agent_port),
     ) + &format!(
-        "\nfrontend plain from axon\n    bind 127.0.0.1:{plain_port}\n    use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n"
+        "\nfrontend plain from axon-http\n    bind 127.0.0.1:{plain_port}\n    use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n"
     );
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();

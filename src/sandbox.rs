@@ -99,7 +99,7 @@ impl Sandbox {
             + "\n"
             + &lua
             + &format!(
-                "\nlisten stats from axon\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n    stats refresh 2s\n"
+                "\nlisten stats from axon-http\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n    stats refresh 2s\n"
             );
         let state_file = dir.state_file();
         let haproxy = dir.start(&config);

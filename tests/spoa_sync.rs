@@ -245,7 +245,7 @@ fn a_refused_command_is_counted_and_resynced_and_drift_is_repaired() {
         &[Backend { name: "web", prefix: "web", slots: 2 }, Backend { name: "fixed", prefix: "fixed", slots: 1 }],
         None,
     )
-    .replace("backend fixed from axon\n", "backend fixed from axon\n    balance static-rr\n");
+    .replace("backend fixed from axon-http\n", "backend fixed from axon-http\n    balance static-rr\n");
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
     let spoa_config = spoa_dir.header(zk, &haproxy.socket(), None)

@@ -37,13 +37,13 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
-/// Validates a configuration file with `haproxy -c`; `Err` carries HAProxy's output.
-pub fn check_config(file: &Path) -> Result<(), String> {
+/// Validates a configuration file with `haproxy -c`; `Ok` and `Err` carry HAProxy's output.
+pub fn check_config(file: &Path) -> Result<String, String> {
     check_configs(&[file])
 }
 
 /// Validates configuration files loaded together (`-f a -f b`), as HAProxy would.
-pub fn check_configs(files: &[&Path]) -> Result<(), String> {
+pub fn check_configs(files: &[&Path]) -> Result<String, String> {
     let mut command = Command::new(binary());
     command.arg("-c");
     for file in files {
@@ -51,7 +51,7 @@ pub fn check_configs(files: &[&Path]) -> Result<(), String> {
     }
     let output = command.output().expect("running haproxy -c");
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    if output.status.success() { Ok(()) } else { Err(text) }
+    if output.status.success() { Ok(text) } else { Err(text) }
 }
 
 /// Sends one runtime API command line to the socket at `socket` and returns the reply.
@@ -93,15 +93,17 @@ pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>], agent_
     let shipped = shipped_config(dir, "axon.cfg")
         .replace("    bind :8080\n", &format!("    bind 127.0.0.1:{port}\n"))
         .replace("127.0.0.1:9103", &format!("127.0.0.1:{agent_port}"));
-    let start = shipped.find("backend web from axon").expect("the snippet's example backend");
+    let start = shipped.find("backend web from axon-http").expect("the snippet's example backend");
     let (head, example) = shipped.split_at(start);
     let mut config = head.to_owned();
     for backend in backends {
         config.push_str(
-            &example.replace("backend web from axon", &format!("backend {} from axon", backend.name)).replace(
-                "server-template web 1-10 ",
-                &format!("server-template {} 1-{} ", backend.prefix, backend.slots),
-            ),
+            &example
+                .replace("backend web from axon-http", &format!("backend {} from axon-http", backend.name))
+                .replace(
+                    "server-template web 1-10 ",
+                    &format!("server-template {} 1-{} ", backend.prefix, backend.slots),
+                ),
         );
         config.push('\n');
     }
