@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::discovery::{Discovery, DiscoveryStatus, cache};
@@ -47,10 +47,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(spoe) = config.spoe.clone() {
-        let listener = crate::spop::server::bind(&spoe).await?;
+        let listener = crate::spop::server::bind(&spoe)?;
         let routes = crate::route::Routes::new(&config);
         let handler = Arc::new(crate::spop::handler::RouteHandler::new(routes, snapshot_rx.clone(), metrics.clone()));
-        tasks.spawn(crate::spop::server::run(listener, spoe, handler, metrics.clone(), shutdown.clone()));
+        let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
+        tasks.spawn_blocking(move || {
+            if let Err(err) =
+                crate::spop::server::run_on_this_thread(listener, spoe, handler, metrics, shutdown.clone())
+            {
+                // Not half a daemon: without its agent, axon-spoa stops.
+                error!(%err, "the SPOE agent could not run; stopping");
+                shutdown.cancel();
+            }
+        });
     }
     if let Some(path) = config.cache_file.clone() {
         let (snapshots, stop) = (snapshot_rx.clone(), shutdown.clone());

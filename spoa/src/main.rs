@@ -38,11 +38,9 @@ fn real_main() -> anyhow::Result<()> {
         return Ok(());
     }
     axon_core::runtime::init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    // One thread for discovery, the sync and the status endpoint; the SPOE agent runs on a
+    // thread of its own (spop::server).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         axon_core::runtime::cancel_on_terminate(shutdown.clone()).context("installing signal handlers")?;
