@@ -1,6 +1,7 @@
 //! axon-spoa's SPOE agent end to end: real HAProxy (the shipped snippet and SPOE file), real
 //! ZooKeeper, real instances, traffic through HAProxy; and raw TCP clients speaking broken SPOP
-//! to the agent. Run against HAProxy 3.0 too with `AXON_HAPROXY` (see `make test`).
+//! to the agent. Run against HAProxy 3.0, 3.2 and 3.4 too with `AXON_HAPROXY` (see
+//! `make test`).
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
