@@ -6,7 +6,8 @@
 //!    send to its ACK;
 //! 2. end to end: HAProxy's requests/s and latency through the shipped frontend with the SPOE
 //!    `route` message, against the same HAProxy's frontend without SPOE, same load (wrk, 2
-//!    threads, 50 keep-alive connections), three 10-second runs of each, alternated, in one run.
+//!    threads, 50 keep-alive connections): eight rounds of a 5-second run of each, which goes
+//!    first alternating, in one run; the ratio of the means and of each round's pair.
 //!
 //! Run with `make bench-spoe-agent` (or `cargo build --release --workspace --bins && cargo
 //! bench --bench spoe`). Needs wrk and taskset.
@@ -28,9 +29,10 @@ use bytes::BytesMut;
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 20;
 const AGENT_SECONDS: u64 = 10;
-const WRK_SECONDS: u64 = 10;
-/// Runs of each frontend, alternated, to even out the machine's drift.
-const ROUNDS: usize = 3;
+const WRK_SECONDS: u64 = 5;
+/// Rounds of one run of each frontend: the machine's speed drifts by tens of per cent over a
+/// minute, so short runs side by side, many times, compare like with like.
+const ROUNDS: usize = 8;
 
 fn main() {
     let wrk = bins::system("wrk", "install it with `apt-get install -y wrk`");
@@ -79,51 +81,63 @@ fn main() {
 
     // 2. HAProxy with and without SPOE, with the CPU each process used meanwhile.
     let processes = [("HAProxy", haproxy.master_pid()), ("axon-spoa", spoa.proc.pid())];
-    let (mut with, mut without) = (Vec::new(), Vec::new());
-    let (mut cpu_with, mut cpu_without) = ([0.0; 2], [0.0; 2]);
-    for _ in 0..ROUNDS {
-        let before = processes.map(|(_, pid)| cpu_seconds_tree(pid));
-        with.push(wrk_run(&wrk, port));
-        let middle = processes.map(|(_, pid)| cpu_seconds_tree(pid));
-        without.push(wrk_run(&wrk, plain_port));
-        let after = processes.map(|(_, pid)| cpu_seconds_tree(pid));
-        for i in 0..2 {
-            cpu_with[i] += middle[i] - before[i];
-            cpu_without[i] += after[i] - middle[i];
+    // [without, with] runs, and CPU seconds per process.
+    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
+    let mut cpu = [[0.0; 2]; 2];
+    for round in 0..ROUNDS {
+        // Which half goes first alternates, so the machine's drift within a round favours neither.
+        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
+        for spoe in order {
+            let before = processes.map(|(_, pid)| cpu_seconds_tree(pid));
+            runs[spoe].push(wrk_run(&wrk, if spoe == 1 { port } else { plain_port }));
+            let after = processes.map(|(_, pid)| cpu_seconds_tree(pid));
+            for i in 0..2 {
+                cpu[spoe][i] += after[i] - before[i];
+            }
         }
     }
     let seconds = (ROUNDS as u64 * WRK_SECONDS) as f64;
-    for (i, (name, _)) in processes.iter().enumerate() {
-        println!(
-            "{name}: {:.0} % of a core with SPOE, {:.0} % without",
-            cpu_with[i] / seconds * 100.0,
-            cpu_without[i] / seconds * 100.0
-        );
-    }
-    let mean = |runs: &[(f64, String, String)]| runs.iter().map(|r| r.0).sum::<f64>() / runs.len() as f64;
-    let (with_rps, without_rps) = (mean(&with), mean(&without));
-    let latencies =
-        |runs: &[(f64, String, String)]| runs.iter().map(|r| format!("{}/{}", r.1, r.2)).collect::<Vec<_>>().join(", ");
+    let percent = |spoe: usize, process: usize| cpu[spoe][process] / seconds * 100.0;
+    let [without, with] = &runs;
+    let mean_rps = |runs: &[Run]| runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
+    let median = |mut values: Vec<f64>| {
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    let latency = |runs: &[Run]| {
+        let p50 = median(runs.iter().map(|r| r.p50_ms).collect());
+        let p99 = median(runs.iter().map(|r| r.p99_ms).collect());
+        format!("{p50:.2} ms / {p99:.2} ms")
+    };
+    let mut ratios: Vec<f64> = with.iter().zip(without).map(|(w, wo)| w.rps / wo.rps * 100.0).collect();
+    ratios.sort_by(f64::total_cmp);
+    let (with_rps, without_rps) = (mean_rps(with), mean_rps(without));
     println!("\nSPOE agent and HAProxy {}", haproxy_version());
     println!("| measurement | value |");
     println!("|---|---|");
     println!("| agent: NOTIFY/s on one core ({CONNECTIONS} connections × {IN_FLIGHT} in flight) | {rate:.0} |");
     println!("| agent: NOTIFY → ACK latency p50 / p99 | {p50:.0} µs / {p99:.0} µs |");
     println!(
-        "| HAProxy with SPOE `route`: requests/s (mean of {ROUNDS}); p50/p99 of each run | {with_rps:.0}; {} |",
-        latencies(&with)
+        "| HAProxy with SPOE `route`: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs) | {with_rps:.0}; {} |",
+        latency(with)
     );
     println!(
-        "| HAProxy without SPOE: requests/s (mean of {ROUNDS}); p50/p99 of each run | {without_rps:.0}; {} |",
-        latencies(&without)
+        "| HAProxy without SPOE: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs) | {without_rps:.0}; {} |",
+        latency(without)
     );
-    println!("| with SPOE / without | {:.1} % |", with_rps / without_rps * 100.0);
+    println!(
+        "| with SPOE / without: of the means; of each round, median (lowest–highest) | {:.1} %; {:.1} % ({:.1}–{:.1} %) |",
+        with_rps / without_rps * 100.0,
+        median(ratios.clone()),
+        ratios[0],
+        ratios[ratios.len() - 1]
+    );
     println!(
         "| CPU with SPOE / without: HAProxy, axon-spoa | {:.0} % / {:.0} %, {:.0} % / {:.0} % of a core |",
-        cpu_with[0] / seconds * 100.0,
-        cpu_without[0] / seconds * 100.0,
-        cpu_with[1] / seconds * 100.0,
-        cpu_without[1] / seconds * 100.0
+        percent(1, 0),
+        percent(0, 0),
+        percent(1, 1),
+        percent(0, 1)
     );
 }
 
@@ -238,8 +252,15 @@ async fn connection_load(agent: SocketAddr, stream_id: u64) -> Vec<Duration> {
     latencies
 }
 
-/// wrk against 127.0.0.1:`port` for `WRK_SECONDS`: (requests/s, p50, p99).
-fn wrk_run(wrk: &std::path::Path, port: u16) -> (f64, String, String) {
+/// One wrk run: requests/s and latency percentiles.
+struct Run {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+/// wrk against 127.0.0.1:`port` for `WRK_SECONDS`.
+fn wrk_run(wrk: &std::path::Path, port: u16) -> Run {
     let output = Command::new(wrk)
         .args(["-t2", "-c50", &format!("-d{WRK_SECONDS}s"), "--latency", "-H", "Host: web.example"])
         .arg(format!("http://127.0.0.1:{port}/"))
@@ -247,16 +268,29 @@ fn wrk_run(wrk: &std::path::Path, port: u16) -> (f64, String, String) {
         .expect("running wrk");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
     println!("{text}");
-    let mut result = (0.0, String::new(), String::new());
+    let mut run = Run { rps: 0.0, p50_ms: 0.0, p99_ms: 0.0 };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
-            ["Requests/sec:", n] => result.0 = n.parse().unwrap_or(0.0),
-            ["50%", v] => result.1 = (*v).to_owned(),
-            ["99%", v] => result.2 = (*v).to_owned(),
+            ["Requests/sec:", n] => run.rps = n.parse().unwrap_or(0.0),
+            ["50%", v] => run.p50_ms = wrk_milliseconds(v),
+            ["99%", v] => run.p99_ms = wrk_milliseconds(v),
             ["Non-2xx", "or", "3xx", "responses:", n] => panic!("{n} failed requests on port {port}"),
             _ => {}
         }
     }
-    result
+    assert!(run.rps > 0.0, "wrk printed no rate:\n{text}");
+    run
+}
+
+/// A wrk latency (`850.00us`, `2.03ms`, `1.20s`) in milliseconds.
+fn wrk_milliseconds(text: &str) -> f64 {
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let value: f64 = text[..split].parse().unwrap_or_else(|_| panic!("a wrk latency: {text}"));
+    match &text[split..] {
+        "us" => value / 1000.0,
+        "ms" => value,
+        "s" => value * 1000.0,
+        unit => panic!("a wrk latency unit: {unit}"),
+    }
 }
