@@ -321,5 +321,11 @@ fn raw_clients_sending_bad_frames_get_the_right_status_while_others_keep_working
     // agent's): it reconnects, and traffic flows.
     // And HAProxy's own traffic still flows.
     rig.wait_spread("web.example", None, &["w1"]);
+
+    // Stopped, axon-spoa says goodbye (status 0) on every open connection before it exits.
+    ask(&mut good, 3);
+    rig.spoa.stop();
+    assert_eq!(good.disconnect_status(), 0);
+    assert!(good.eof());
     drop(rig.haproxy);
 }
