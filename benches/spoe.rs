@@ -6,8 +6,12 @@
 //!    send to its ACK;
 //! 2. end to end: HAProxy's requests/s and latency through the shipped frontend with the SPOE
 //!    `route` message, against the same HAProxy's frontend without SPOE, same load (wrk, 2
-//!    threads, 50 keep-alive connections): eight rounds of a 5-second run of each, which goes
-//!    first alternating, in one run; the ratio of the means and of each round's pair.
+//!    threads, 50 keep-alive connections), for two HAProxys side by side, one of 1 thread and
+//!    one of a thread per CPU, each with its own axon-spoa: eight rounds of a 5-second run of
+//!    each frontend, which goes first rotating, in one run; the ratio of the means and of each
+//!    round's pair. With `AXON_PEER_SPOA` naming a build of HAProxy's C example agent
+//!    (github.com/haproxy/spoa-example; HAProxy 2.6 and 3.0 only), each HAProxy also has a
+//!    frontend whose SPOE engine uses it, measured in the same rounds.
 //!
 //! Run with `make bench-spoe-agent` (or `cargo build --release --workspace --bins && cargo
 //! bench --bench spoe`). Needs wrk and taskset.
@@ -17,10 +21,11 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, HaproxyDir};
+use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
 use axon::harness::kazoo::Kazoo;
+use axon::harness::process::Proc;
 use axon::harness::sample::Sample;
-use axon::harness::spoa::SpoaDir;
+use axon::harness::spoa::{Spoa, SpoaDir};
 use axon::harness::zk::Ensemble;
 use axon::harness::{bins, ports, wait};
 use axon_spoa::spop::codec::{self, FLAG_FIN, FrameType, Typed};
@@ -39,23 +44,9 @@ fn main() {
     bins::system("taskset", "install util-linux");
     let zk = Ensemble::standalone();
     let samples: Vec<Sample> = (1..=2).map(|i| Sample::start("web", &format!("w{i}"))).collect();
-    let (port, plain_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
-    let dir = HaproxyDir::new();
-    let config = haproxy::axon_config(
-        &dir,
-        port,
-        &[Backend { name: "web", prefix: "web", slots: 4 }],
-        Some(agent_port),
-    ) + &format!(
-        "\nfrontend plain from axon-http\n    bind 127.0.0.1:{plain_port}\n    use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n"
-    );
-    let haproxy = dir.start(&config);
-    let spoa_dir = SpoaDir::new();
-    let spoa_config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None)
-        + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\n\n")
-        + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n\n"
-        + "[[service]]\nname = \"api\"\nzk_path = \"/services/web\"\n";
-    let spoa = spoa_dir.start(&spoa_config);
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    let threads = if cpus > 1 { vec![1, cpus] } else { vec![1] };
+    let stacks: Vec<Stack> = threads.into_iter().map(|threads| Stack::start(&zk, threads)).collect();
     let mut kazoo = Kazoo::connect(&zk.connect_string());
     for s in &samples {
         kazoo.create(
@@ -65,80 +56,229 @@ fn main() {
             true,
         );
     }
-    wait::for_true("both servers ready", Duration::from_secs(10), || haproxy.ready_servers("web").len() == 2);
-    wait::for_true("HAProxy to see the agent", Duration::from_secs(10), || {
-        haproxy.servers("axon-agents").iter().all(|s| s.up)
-    });
+    for stack in &stacks {
+        stack.wait_ready();
+    }
 
     // 1. The agent alone, on one core.
+    let spoa = &stacks[0].spoa;
     pin(spoa.proc.pid(), "1");
     pin(i32::try_from(std::process::id()).expect("pid"), "0");
-    let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
-    let (rate, p50, p99) = agent_load(agent);
+    let (rate, p50, p99) = agent_load(stacks[0].agent);
     println!("agent: {rate:.0} NOTIFY/s on one core, latency p50 {p50:.0} µs p99 {p99:.0} µs");
     pin(spoa.proc.pid(), "0,1");
     pin(i32::try_from(std::process::id()).expect("pid"), "0,1");
 
-    // 2. HAProxy with and without SPOE, with the CPU each process used meanwhile.
-    let processes = [("HAProxy", haproxy.master_pid()), ("axon-spoa", spoa.proc.pid())];
-    // [without, with] runs, and CPU seconds per process.
-    let mut runs: [Vec<Run>; 2] = [Vec::new(), Vec::new()];
-    let mut cpu = [[0.0; 2]; 2];
+    // 2. Each HAProxy through each of its frontends, with the CPU its processes used meanwhile.
+    let mut frontends: Vec<Frontend> = stacks.iter().flat_map(Stack::frontends).collect();
     for round in 0..ROUNDS {
-        // Which half goes first alternates, so the machine's drift within a round favours neither.
-        let order = if round % 2 == 0 { [1, 0] } else { [0, 1] };
-        for spoe in order {
-            let before = processes.map(|(_, pid)| cpu_seconds_tree(pid));
-            runs[spoe].push(wrk_run(&wrk, if spoe == 1 { port } else { plain_port }));
-            let after = processes.map(|(_, pid)| cpu_seconds_tree(pid));
-            for i in 0..2 {
-                cpu[spoe][i] += after[i] - before[i];
-            }
+        // Which frontend goes first rotates, so the machine's drift within a round favours none.
+        for k in 0..frontends.len() {
+            let f = (round + k) % frontends.len();
+            frontends[f].run(&wrk);
         }
     }
-    let seconds = (ROUNDS as u64 * WRK_SECONDS) as f64;
-    let percent = |spoe: usize, process: usize| cpu[spoe][process] / seconds * 100.0;
-    let [without, with] = &runs;
-    let mean_rps = |runs: &[Run]| runs.iter().map(|r| r.rps).sum::<f64>() / runs.len() as f64;
-    let median = |mut values: Vec<f64>| {
-        values.sort_by(f64::total_cmp);
-        values[values.len() / 2]
-    };
-    let latency = |runs: &[Run]| {
-        let p50 = median(runs.iter().map(|r| r.p50_ms).collect());
-        let p99 = median(runs.iter().map(|r| r.p99_ms).collect());
-        format!("{p50:.2} ms / {p99:.2} ms")
-    };
-    let mut ratios: Vec<f64> = with.iter().zip(without).map(|(w, wo)| w.rps / wo.rps * 100.0).collect();
-    ratios.sort_by(f64::total_cmp);
-    let (with_rps, without_rps) = (mean_rps(with), mean_rps(without));
     println!("\nSPOE agent and HAProxy {}", haproxy_version());
     println!("| measurement | value |");
     println!("|---|---|");
     println!("| agent: NOTIFY/s on one core ({CONNECTIONS} connections × {IN_FLIGHT} in flight) | {rate:.0} |");
     println!("| agent: NOTIFY → ACK latency p50 / p99 | {p50:.0} µs / {p99:.0} µs |");
-    println!(
-        "| HAProxy with SPOE `route`: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs) | {with_rps:.0}; {} |",
-        latency(with)
-    );
-    println!(
-        "| HAProxy without SPOE: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs) | {without_rps:.0}; {} |",
-        latency(without)
-    );
-    println!(
-        "| with SPOE / without: of the means; of each round, median (lowest–highest) | {:.1} %; {:.1} % ({:.1}–{:.1} %) |",
-        with_rps / without_rps * 100.0,
-        median(ratios.clone()),
-        ratios[0],
-        ratios[ratios.len() - 1]
-    );
-    println!(
-        "| CPU with SPOE / without: HAProxy, axon-spoa | {:.0} % / {:.0} %, {:.0} % / {:.0} % of a core |",
-        percent(1, 0),
-        percent(0, 0),
-        percent(1, 1),
-        percent(0, 1)
-    );
+    for frontend in &frontends {
+        println!(
+            "| {}: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs); CPU | {:.0}; {}; {} |",
+            frontend.label,
+            frontend.mean_rps(),
+            frontend.latency(),
+            frontend.cpu()
+        );
+    }
+    for frontend in &frontends {
+        let Some(base) = frontends.iter().find(|b| b.threads == frontend.threads && b.baseline) else { continue };
+        if frontend.baseline {
+            continue;
+        }
+        let mut ratios: Vec<f64> = frontend.runs.iter().zip(&base.runs).map(|(w, wo)| w.rps / wo.rps * 100.0).collect();
+        ratios.sort_by(f64::total_cmp);
+        println!(
+            "| {} / without SPOE: of the means; of each round, median (lowest–highest) | {:.1} %; {:.1} % ({:.1}–{:.1} %) |",
+            frontend.label,
+            frontend.mean_rps() / base.mean_rps() * 100.0,
+            median(ratios.clone()),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
+    }
+}
+
+/// An HAProxy of `threads` threads with the shipped snippet, a frontend without SPOE beside
+/// it, and its axon-spoa (plus, when asked for, the reference agent).
+struct Stack {
+    threads: usize,
+    haproxy: Haproxy,
+    spoa: Spoa,
+    agent: SocketAddr,
+    port: u16,
+    plain_port: u16,
+    peer: Option<Peer>,
+}
+
+impl Stack {
+    fn start(zk: &Ensemble, threads: usize) -> Stack {
+        let (port, plain_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
+        let dir = HaproxyDir::new();
+        // (HAProxy 3.4 takes nbthread only in the first global section.)
+        let mut config = format!("global\n    nbthread {threads}\n\n")
+            + &haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 4 }], Some(agent_port))
+            + &format!(
+                "\nfrontend plain from axon-http\n    bind 127.0.0.1:{plain_port}\n    \
+                 use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n"
+            );
+        let peer = Peer::from_env(&dir, &mut config);
+        let haproxy = dir.start(&config);
+        let spoa_dir = SpoaDir::new();
+        let spoa_config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None)
+            + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\n\n")
+            + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n\n"
+            + "[[service]]\nname = \"api\"\nzk_path = \"/services/web\"\n";
+        let spoa = spoa_dir.start(&spoa_config);
+        let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
+        Stack { threads, haproxy, spoa, agent, port, plain_port, peer }
+    }
+
+    fn wait_ready(&self) {
+        let haproxy = &self.haproxy;
+        wait::for_true("both servers ready", Duration::from_secs(10), || haproxy.ready_servers("web").len() == 2);
+        let agents: &[&str] = if self.peer.is_some() { &["axon-agents", "peer-agents"] } else { &["axon-agents"] };
+        wait::for_true("HAProxy to see its agents", Duration::from_secs(10), || {
+            agents.iter().all(|backend| haproxy.servers(backend).iter().all(|s| s.up))
+        });
+    }
+
+    fn frontends(&self) -> Vec<Frontend> {
+        let threads = format!("HAProxy, {} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
+        let mut processes = vec![("HAProxy", self.haproxy.master_pid()), ("axon-spoa", self.spoa.proc.pid())];
+        let mut frontends = vec![
+            Frontend::new(format!("{threads}, without SPOE"), self.threads, true, self.plain_port, &processes),
+            Frontend::new(format!("{threads}, SPOE `route` to axon-spoa"), self.threads, false, self.port, &processes),
+        ];
+        if let Some(peer) = &self.peer {
+            processes[1] = ("spoa-example", peer.proc.pid());
+            frontends.push(Frontend::new(
+                format!("{threads}, SPOE `route` to spoa-example (C)"),
+                self.threads,
+                false,
+                peer.port,
+                &processes,
+            ));
+        }
+        frontends
+    }
+}
+
+/// One frontend under load, its runs, and the CPU its processes used meanwhile.
+struct Frontend {
+    label: String,
+    threads: usize,
+    /// The frontend without SPOE the others of its HAProxy are compared with.
+    baseline: bool,
+    port: u16,
+    runs: Vec<Run>,
+    /// The processes serving it, and their CPU seconds during its runs.
+    processes: Vec<(&'static str, i32, f64)>,
+}
+
+impl Frontend {
+    fn new(label: String, threads: usize, baseline: bool, port: u16, processes: &[(&'static str, i32)]) -> Frontend {
+        let processes = processes.iter().map(|&(name, pid)| (name, pid, 0.0)).collect();
+        Frontend { label, threads, baseline, port, runs: Vec::new(), processes }
+    }
+
+    fn run(&mut self, wrk: &std::path::Path) {
+        let before: Vec<f64> = self.processes.iter().map(|&(_, pid, _)| cpu_seconds_tree(pid)).collect();
+        self.runs.push(wrk_run(wrk, self.port));
+        for ((_, pid, seconds), before) in self.processes.iter_mut().zip(before) {
+            *seconds += cpu_seconds_tree(*pid) - before;
+        }
+    }
+
+    fn mean_rps(&self) -> f64 {
+        self.runs.iter().map(|r| r.rps).sum::<f64>() / self.runs.len() as f64
+    }
+
+    fn latency(&self) -> String {
+        let p50 = median(self.runs.iter().map(|r| r.p50_ms).collect());
+        let p99 = median(self.runs.iter().map(|r| r.p99_ms).collect());
+        format!("{p50:.2} ms / {p99:.2} ms")
+    }
+
+    /// Each process's CPU while this frontend was under load, in per cent of a core.
+    fn cpu(&self) -> String {
+        let seconds = (self.runs.len() as u64 * WRK_SECONDS) as f64;
+        let shares: Vec<String> =
+            self.processes.iter().map(|(name, _, cpu)| format!("{name} {:.0} %", cpu / seconds * 100.0)).collect();
+        shares.join(", ")
+    }
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}
+
+/// HAProxy's C example agent (github.com/haproxy/spoa-example), the usual reference, when
+/// `AXON_PEER_SPOA` names its binary: started with pipelining and measured through a frontend
+/// of its own, a copy of the shipped one whose SPOE engine uses it. It knows only its own
+/// message, so it answers `route` with an empty ACK and HAProxy sets no variable for it (less
+/// work for HAProxy than Axon's answers); HAProxy 3.1 and later wait out the processing timeout
+/// on an empty ACK, so it is for 2.6 and 3.0.
+struct Peer {
+    proc: Proc,
+    port: u16,
+}
+
+impl Peer {
+    /// Starts the peer if asked for, adding its frontend and backend to `config`, which holds
+    /// the shipped frontend.
+    fn from_env(dir: &HaproxyDir, config: &mut String) -> Option<Peer> {
+        let binary = std::env::var_os("AXON_PEER_SPOA")?;
+        let version = haproxy_version();
+        let mut numbers = version.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        if (numbers.next(), numbers.next()) >= (Some(3), Some(1)) {
+            println!("AXON_PEER_SPOA ignored: spoa-example's empty ACKs stall HAProxy {version}");
+            return None;
+        }
+        let (port, agent_port) = (ports::free_port(), ports::free_port());
+        let engine = std::fs::read_to_string(bins::workspace_root().join("haproxy/spoe-axon.conf"))
+            .expect("reading haproxy/spoe-axon.conf")
+            .replace("use-backend axon-agents", "use-backend peer-agents");
+        let engine_path = dir.path().join("spoe-peer.conf");
+        std::fs::write(&engine_path, engine).expect("writing the peer's SPOE file");
+        let start = config.find("frontend axon from axon-http").expect("the shipped frontend");
+        let end = config[start..].find("\n# ").map_or(config.len(), |e| start + e);
+        let frontend = config[start..end].replace("frontend axon ", "frontend peer ").replace(
+            &format!("config {}", bins::workspace_root().join("haproxy/spoe-axon.conf").display()),
+            &format!("config {}", engine_path.display()),
+        );
+        let frontend = replace_bind(&frontend, port);
+        config.push_str(&format!(
+            "\n{frontend}\nbackend peer-agents from axon-spop\n    option spop-check\n    server spoa-example 127.0.0.1:{agent_port} check inter 500ms rise 1 fall 2\n"
+        ));
+        let mut command = Command::new(&binary);
+        command.args(["-p", &agent_port.to_string(), "-c", "pipelining"]);
+        let proc = Proc::spawn("spoa-example", &mut command, &dir.path().join("spoa-example.log"));
+        Some(Peer { proc, port })
+    }
+}
+
+/// `frontend`'s bind line, bound to 127.0.0.1:`port` instead.
+fn replace_bind(frontend: &str, port: u16) -> String {
+    frontend
+        .lines()
+        .map(|line| {
+            if line.trim_start().starts_with("bind ") { format!("    bind 127.0.0.1:{port}") } else { line.to_owned() }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// User + system CPU seconds of `pid` and its children's threads (HAProxy's worker is the
