@@ -1,23 +1,38 @@
-//! The SPOE agent under load:
+//! The SPOE agent and the shipped frontend under load.
 //!
-//! 1. agent alone: a pipelined SPOP load generator on loopback (4 connections, 20 NOTIFYs in
-//!    flight on each, HAProxy's default `max-waiting-frames`), axon-spoa pinned to one core and
-//!    the generator to the other: NOTIFYs answered per second, and latency from a NOTIFY's
-//!    send to its ACK;
-//! 2. end to end: HAProxy's requests/s and latency through the shipped frontend with the SPOE
-//!    `route` message, against the same HAProxy's frontend without SPOE, same load (wrk, 2
-//!    threads, 50 keep-alive connections), for two HAProxys side by side, one of 1 thread and
-//!    one of a thread per CPU, each with its own axon-spoa: eight rounds of a 5-second run of
-//!    each frontend, which goes first rotating, in one run; the ratio of the means and of each
-//!    round's pair. With `AXON_PEER_SPOA` naming a build of HAProxy's C example agent
-//!    (github.com/haproxy/spoa-example; HAProxy 2.6 and 3.0 only), each HAProxy also has a
-//!    frontend whose SPOE engine uses it, measured in the same rounds.
+//! 1. **Agent alone**, on one core (the generator on the other): a pipelined SPOP load
+//!    generator on loopback (4 connections). Closed loop (20 NOTIFYs in flight each, HAProxy's
+//!    default `max-waiting-frames`): NOTIFYs per second and per second of the agent's own CPU.
+//!    Open loop at a fixed rate well below that: latency from each NOTIFY's scheduled send to
+//!    its ACK, so a slow answer is not hidden by sending less (no coordinated omission).
+//! 2. **End to end**: two HAProxys side by side, one of 1 thread and one of a thread per CPU,
+//!    each with the shipped snippet, its own axon-spoa (at its production intervals) and two
+//!    instances of `web` (labelled `zone=a`, slots). Per HAProxy, in rotating rounds of 5 s of
+//!    wrk (2 threads, 50 keep-alive connections):
+//!    - **baseline**: the shipped frontend without the SPOE filter (and the rule sending its
+//!      group), `Host: web.example`: HAProxy routes by the host map;
+//!    - **map**: the shipped frontend, same requests: the filter is attached but no message is
+//!      sent;
+//!    - **label**: the shipped frontend, `X-Axon-Label: zone=a` from a trusted source: every
+//!      request asks the agent;
+//!    - **mix**: 90 % as map, 10 % as label;
+//!    - with `AXON_PEER_SPOA` naming a build of HAProxy's C example agent
+//!      (github.com/haproxy/spoa-example; HAProxy 2.6 and 3.0 only), **label (C agent)**: a
+//!      copy of the shipped frontend whose engine uses it. It answers `route` with an empty ACK,
+//!      so that frontend then sends every request to `web` itself: less work for HAProxy than
+//!      Axon's answers.
+//!
+//!    Each run is checked: no non-2xx answer, wrk's socket errors counted, and the agent must
+//!    have answered as many NOTIFYs as the run had requests asking it (a late or absent agent
+//!    would make HAProxy answer 503 at once, flattering the ratio). CPU per request comes from
+//!    the kernel's exact per-thread run time (`/proc/<pid>/task/*/schedstat`) of HAProxy's
+//!    processes and of the agent during each run.
 //!
 //! Run with `make bench-spoe-agent` (or `cargo build --release --workspace --bins && cargo
-//! bench --bench spoe`). Needs wrk and taskset.
+//! bench --bench spoe`); `AXON_HAPROXY` for another HAProxy. Needs wrk and taskset.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,10 +49,19 @@ use bytes::BytesMut;
 const CONNECTIONS: usize = 4;
 const IN_FLIGHT: usize = 20;
 const AGENT_SECONDS: u64 = 10;
+/// The open-loop rate: well below what the agent sustains, as HAProxy's traffic would be.
+const OPEN_LOOP_RATE: u64 = 20_000;
 const WRK_SECONDS: u64 = 5;
-/// Rounds of one run of each frontend: the machine's speed drifts by tens of per cent over a
-/// minute, so short runs side by side, many times, compare like with like.
+/// Rounds of one run of each workload: the machine's speed drifts by tens of per cent over a
+/// minute, so short runs side by side, many times, compare like with like. (`AXON_BENCH_ROUNDS`
+/// sets another number, for a quick look.)
 const ROUNDS: usize = 8;
+
+fn rounds() -> usize {
+    std::env::var("AXON_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS)
+}
+/// The label selector of agent-routed requests (both instances match it).
+const LABEL: &str = "zone=a";
 
 fn main() {
     let wrk = bins::system("wrk", "install it with `apt-get install -y wrk`");
@@ -46,12 +70,13 @@ fn main() {
     let samples: Vec<Sample> = (1..=2).map(|i| Sample::start("web", &format!("w{i}"))).collect();
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
     let threads = if cpus > 1 { vec![1, cpus] } else { vec![1] };
+    let scripts = tempfile::tempdir().expect("a directory for wrk's scripts");
     let stacks: Vec<Stack> = threads.into_iter().map(|threads| Stack::start(&zk, threads)).collect();
     let mut kazoo = Kazoo::connect(&zk.connect_string());
     for s in &samples {
         kazoo.create(
             "/services/web/bench_",
-            &format!(r#"{{"host":"127.0.0.1","port":{},"name":"{}"}}"#, s.port(), s.instance),
+            &format!(r#"{{"host":"127.0.0.1","port":{},"name":"{}","labels":{{"zone":"a"}}}}"#, s.port(), s.instance),
             true,
             true,
         );
@@ -64,141 +89,271 @@ fn main() {
     let spoa = &stacks[0].spoa;
     pin(spoa.proc.pid(), "1");
     pin(i32::try_from(std::process::id()).expect("pid"), "0");
-    let (rate, p50, p99) = agent_load(stacks[0].agent);
-    println!("agent: {rate:.0} NOTIFY/s on one core, latency p50 {p50:.0} µs p99 {p99:.0} µs");
+    let cpu_before = cpu_seconds_tree(spoa.proc.pid());
+    let (closed_rate, closed_count) = agent_closed_loop(stacks[0].agent);
+    let closed_cpu = cpu_seconds_tree(spoa.proc.pid()) - cpu_before;
+    let (open_p50, open_p99, open_max) = agent_open_loop(stacks[0].agent);
+    println!(
+        "agent: closed loop {closed_rate:.0} NOTIFY/s, {:.0} per CPU-second; open loop at {OPEN_LOOP_RATE}/s: \
+         p50 {open_p50:.0} µs, p99 {open_p99:.0} µs, max {open_max:.0} µs",
+        closed_count as f64 / closed_cpu
+    );
     pin(spoa.proc.pid(), "0,1");
     pin(i32::try_from(std::process::id()).expect("pid"), "0,1");
 
-    // 2. Each HAProxy through each of its frontends, with the CPU its processes used meanwhile.
-    let mut frontends: Vec<Frontend> = stacks.iter().flat_map(Stack::frontends).collect();
-    for round in 0..ROUNDS {
-        // Which frontend goes first rotates, so the machine's drift within a round favours none.
-        for k in 0..frontends.len() {
-            let f = (round + k) % frontends.len();
-            frontends[f].run(&wrk);
+    // 2. Each HAProxy through each workload, with the CPU its processes used meanwhile.
+    let mut runs: Vec<Workload> = stacks.iter().enumerate().flat_map(|(i, s)| s.workloads(i, scripts.path())).collect();
+    for round in 0..rounds() {
+        // Which workload goes first rotates, so the machine's drift within a round favours none.
+        for k in 0..runs.len() {
+            let w = (round + k) % runs.len();
+            runs[w].run(&wrk, &stacks);
         }
     }
+
     println!("\nSPOE agent and HAProxy {}", haproxy_version());
     println!("| measurement | value |");
     println!("|---|---|");
-    println!("| agent: NOTIFY/s on one core ({CONNECTIONS} connections × {IN_FLIGHT} in flight) | {rate:.0} |");
-    println!("| agent: NOTIFY → ACK latency p50 / p99 | {p50:.0} µs / {p99:.0} µs |");
-    for frontend in &frontends {
-        println!(
-            "| {}: requests/s (mean of {ROUNDS} runs); p50 / p99 (median of runs); CPU | {:.0}; {}; {} |",
-            frontend.label,
-            frontend.mean_rps(),
-            frontend.latency(),
-            frontend.cpu()
-        );
-    }
-    for frontend in &frontends {
-        let Some(base) = frontends.iter().find(|b| b.threads == frontend.threads && b.baseline) else { continue };
-        if frontend.baseline {
-            continue;
-        }
-        let mut ratios: Vec<f64> = frontend.runs.iter().zip(&base.runs).map(|(w, wo)| w.rps / wo.rps * 100.0).collect();
+    println!(
+        "| agent alone, closed loop ({CONNECTIONS} connections × {IN_FLIGHT} in flight): NOTIFY/s; per second of its CPU | {closed_rate:.0}; {:.0} |",
+        closed_count as f64 / closed_cpu
+    );
+    println!(
+        "| agent alone, open loop at {OPEN_LOOP_RATE} NOTIFY/s: latency p50 / p99 / max | {open_p50:.0} / {open_p99:.0} / {open_max:.0} µs |"
+    );
+    println!();
+    println!(
+        "| HAProxy threads, workload | requests/s (mean of {} runs) | of the baseline: means; per round median (low–high) | p50 / p99 | HAProxy CPU / request | agent CPU / request | NOTIFYs / requests asking | socket errors |",
+        rounds()
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for workload in &runs {
+        let base = runs.iter().find(|b| b.stack == workload.stack && b.kind == Kind::Baseline).expect("a baseline");
+        let mut ratios: Vec<f64> = workload.runs.iter().zip(&base.runs).map(|(w, b)| w.rps / b.rps * 100.0).collect();
         ratios.sort_by(f64::total_cmp);
+        let requests: u64 = workload.runs.iter().map(|r| r.requests).sum();
+        let asking = requests as f64 * workload.kind.asking_share();
         println!(
-            "| {} / without SPOE: of the means; of each round, median (lowest–highest) | {:.1} %; {:.1} % ({:.1}–{:.1} %) |",
-            frontend.label,
-            frontend.mean_rps() / base.mean_rps() * 100.0,
+            "| {}, {} | {:.0} | {:.1} %; {:.1} % ({:.1}–{:.1} %) | {} | {:.1} µs | {} | {} | {} |",
+            stacks[workload.stack].threads,
+            workload.kind.label(),
+            workload.mean_rps(),
+            workload.mean_rps() / base.mean_rps() * 100.0,
             median(ratios.clone()),
             ratios[0],
-            ratios[ratios.len() - 1]
+            ratios[ratios.len() - 1],
+            workload.latency(),
+            workload.haproxy_cpu / requests as f64 * 1e6,
+            if asking > 0.0 { format!("{:.1} µs", workload.agent_cpu / asking * 1e6) } else { "—".into() },
+            if workload.kind.axon_agent() && asking > 0.0 {
+                format!("{:.3}", workload.notifies / asking)
+            } else {
+                "—".into()
+            },
+            workload.runs.iter().map(|r| r.socket_errors).sum::<u64>(),
         );
     }
 }
 
-/// An HAProxy of `threads` threads with the shipped snippet, a frontend without SPOE beside
-/// it, and its axon-spoa (plus, when asked for, the reference agent).
+/// What a wrk run sends, and through which frontend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Baseline,
+    Map,
+    Label,
+    Mix,
+    PeerLabel,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Baseline => "baseline: shipped frontend without the SPOE filter, slot host",
+            Kind::Map => "slot host, no label (host map, no SPOE message)",
+            Kind::Label => "label selector (every request asks axon-spoa)",
+            Kind::Mix => "90 % slot host, 10 % label",
+            Kind::PeerLabel => "label selector, asking spoa-example (C)",
+        }
+    }
+
+    /// The share of its requests that ask an agent.
+    fn asking_share(self) -> f64 {
+        match self {
+            Kind::Baseline | Kind::Map => 0.0,
+            Kind::Label | Kind::PeerLabel => 1.0,
+            Kind::Mix => 0.1,
+        }
+    }
+
+    fn axon_agent(self) -> bool {
+        matches!(self, Kind::Label | Kind::Mix)
+    }
+
+    /// Every how many requests one carries the label (0: none).
+    fn label_every(self) -> u32 {
+        match self {
+            Kind::Baseline | Kind::Map => 0,
+            Kind::Label | Kind::PeerLabel => 1,
+            Kind::Mix => 10,
+        }
+    }
+}
+
+/// wrk's script for a workload: every `every`th request carries the label (none for 0). Every
+/// workload runs through a script of this shape, with the requests built once, so wrk's own
+/// cost per request is the same in all of them.
+fn wrk_script(every: u32) -> String {
+    format!(
+        "local plain = wrk.format(\"GET\", \"/\", {{[\"Host\"] = \"web.example\"}})\n\
+         local labelled = wrk.format(\"GET\", \"/\", {{[\"Host\"] = \"web.example\", [\"X-Axon-Label\"] = \"{LABEL}\"}})\n\
+         local every = {every}\n\
+         local n = 0\n\
+         request = function()\n  \
+           n = n + 1\n  \
+           if every > 0 and n % every == 0 then return labelled end\n  \
+           return plain\n\
+         end\n"
+    )
+}
+
+/// An HAProxy of `threads` threads with the shipped snippet, a baseline frontend beside it, and
+/// its axon-spoa (plus, when asked for, the reference agent).
 struct Stack {
     threads: usize,
     haproxy: Haproxy,
     spoa: Spoa,
     agent: SocketAddr,
     port: u16,
-    plain_port: u16,
+    baseline_port: u16,
     peer: Option<Peer>,
 }
 
 impl Stack {
     fn start(zk: &Ensemble, threads: usize) -> Stack {
-        let (port, plain_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
+        let (port, baseline_port, agent_port) = (ports::free_port(), ports::free_port(), ports::free_port());
         let dir = HaproxyDir::new();
+        std::fs::write(dir.trusted_sources(), "127.0.0.1\n").expect("writing the trusted sources");
         // (HAProxy 3.4 takes nbthread only in the first global section.)
-        let mut config = format!("global\n    nbthread {threads}\n\n")
-            + &haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 4 }], Some(agent_port))
-            + &format!(
-                "\nfrontend plain from axon-http\n    bind 127.0.0.1:{plain_port}\n    \
-                 use_backend %[req.hdr(host),lower,field(1,:),field(1,.)]\n"
-            );
-        let peer = Peer::from_env(&dir, &mut config);
+        let shipped =
+            haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 4 }], Some(agent_port));
+        let frontend = shipped_frontend(&shipped);
+        let baseline = replace_bind(
+            &haproxy::without_spoe(&frontend).replace("frontend axon ", "frontend baseline "),
+            baseline_port,
+        );
+        let mut config = format!("global\n    nbthread {threads}\n\n") + &shipped + "\n" + &baseline + "\n";
+        let peer = Peer::from_env(&dir, &frontend, &mut config);
         let haproxy = dir.start(&config);
         let spoa_dir = SpoaDir::new();
-        let spoa_config = spoa_dir.header(&zk.connect_string(), &haproxy.socket(), None)
-            + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\n\n")
-            + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n\n"
-            + "[[service]]\nname = \"api\"\nzk_path = \"/services/web\"\n";
+        // Production intervals: the harness's short test ones removed.
+        let header = spoa_dir
+            .header(&zk.connect_string(), &haproxy, None)
+            .replace("resync_interval = \"1s\"\n", "")
+            .replace("reload_check_interval = \"100ms\"\n", "");
+        let spoa_config = header
+            + "[routing]\nhost_suffixes = [\".example\"]\n\n"
+            + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\n\n")
+            + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n";
         let spoa = spoa_dir.start(&spoa_config);
         let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
-        Stack { threads, haproxy, spoa, agent, port, plain_port, peer }
+        Stack { threads, haproxy, spoa, agent, port, baseline_port, peer }
     }
 
     fn wait_ready(&self) {
         let haproxy = &self.haproxy;
         wait::for_true("both servers ready", Duration::from_secs(10), || haproxy.ready_servers("web").len() == 2);
+        wait::for_true("web.example mapped", Duration::from_secs(10), || {
+            haproxy.host_map_entries().contains_key("web.example")
+        });
         let agents: &[&str] = if self.peer.is_some() { &["axon-agents", "peer-agents"] } else { &["axon-agents"] };
         wait::for_true("HAProxy to see its agents", Duration::from_secs(10), || {
             agents.iter().all(|backend| haproxy.servers(backend).iter().all(|s| s.up))
         });
     }
 
-    fn frontends(&self) -> Vec<Frontend> {
-        let threads = format!("HAProxy, {} thread{}", self.threads, if self.threads == 1 { "" } else { "s" });
-        let mut processes = vec![("HAProxy", self.haproxy.master_pid()), ("axon-spoa", self.spoa.proc.pid())];
-        let mut frontends = vec![
-            Frontend::new(format!("{threads}, without SPOE"), self.threads, true, self.plain_port, &processes),
-            Frontend::new(format!("{threads}, SPOE `route` to axon-spoa"), self.threads, false, self.port, &processes),
-        ];
-        if let Some(peer) = &self.peer {
-            processes[1] = ("spoa-example", peer.proc.pid());
-            frontends.push(Frontend::new(
-                format!("{threads}, SPOE `route` to spoa-example (C)"),
-                self.threads,
-                false,
-                peer.port,
-                &processes,
-            ));
+    /// The workloads of this HAProxy, the `index`th stack, with their wrk scripts in `scripts`.
+    fn workloads(&self, index: usize, scripts: &Path) -> Vec<Workload> {
+        let mut kinds = vec![Kind::Baseline, Kind::Map, Kind::Label, Kind::Mix];
+        if self.peer.is_some() {
+            kinds.push(Kind::PeerLabel);
         }
-        frontends
+        kinds
+            .into_iter()
+            .map(|kind| Workload {
+                stack: index,
+                kind,
+                port: match kind {
+                    Kind::Baseline => self.baseline_port,
+                    Kind::PeerLabel => self.peer.as_ref().map_or(0, |p| p.port),
+                    _ => self.port,
+                },
+                script: {
+                    let script = scripts.join(format!("every-{}.lua", kind.label_every()));
+                    std::fs::write(&script, wrk_script(kind.label_every())).expect("writing wrk's script");
+                    script
+                },
+                runs: Vec::new(),
+                haproxy_cpu: 0.0,
+                agent_cpu: 0.0,
+                notifies: 0.0,
+            })
+            .collect()
+    }
+
+    /// The agent a workload asks, if any.
+    fn agent_pid(&self, kind: Kind) -> Option<i32> {
+        match kind {
+            Kind::PeerLabel => self.peer.as_ref().map(|p| p.proc.pid()),
+            _ => Some(self.spoa.proc.pid()),
+        }
     }
 }
 
-/// One frontend under load, its runs, and the CPU its processes used meanwhile.
-struct Frontend {
-    label: String,
-    threads: usize,
-    /// The frontend without SPOE the others of its HAProxy are compared with.
-    baseline: bool,
+/// The shipped frontend's section (`frontend axon` up to the next comment block).
+fn shipped_frontend(config: &str) -> String {
+    let start = config.find("frontend axon from axon-http").expect("the shipped frontend");
+    let end = config[start..].find("\n# ").map_or(config.len(), |e| start + e);
+    config[start..end].to_owned()
+}
+
+/// One workload under load, its runs, and the CPU HAProxy and the agent used meanwhile.
+struct Workload {
+    /// Index into the stacks.
+    stack: usize,
+    kind: Kind,
     port: u16,
+    script: std::path::PathBuf,
     runs: Vec<Run>,
-    /// The processes serving it, and their CPU seconds during its runs.
-    processes: Vec<(&'static str, i32, f64)>,
+    haproxy_cpu: f64,
+    agent_cpu: f64,
+    /// NOTIFYs axon-spoa answered during the runs.
+    notifies: f64,
 }
 
-impl Frontend {
-    fn new(label: String, threads: usize, baseline: bool, port: u16, processes: &[(&'static str, i32)]) -> Frontend {
-        let processes = processes.iter().map(|&(name, pid)| (name, pid, 0.0)).collect();
-        Frontend { label, threads, baseline, port, runs: Vec::new(), processes }
-    }
-
-    fn run(&mut self, wrk: &std::path::Path) {
-        let before: Vec<f64> = self.processes.iter().map(|&(_, pid, _)| cpu_seconds_tree(pid)).collect();
-        self.runs.push(wrk_run(wrk, self.port));
-        for ((_, pid, seconds), before) in self.processes.iter_mut().zip(before) {
-            *seconds += cpu_seconds_tree(*pid) - before;
+impl Workload {
+    fn run(&mut self, wrk: &Path, stacks: &[Stack]) {
+        let stack = &stacks[self.stack];
+        let agent = stack.agent_pid(self.kind);
+        let (haproxy_before, agent_before) =
+            (cpu_seconds_tree(stack.haproxy.master_pid()), agent.map_or(0.0, cpu_seconds_tree));
+        let notifies_before = stack.spoa.metric("axon_spoa_spoe_notifies_total");
+        let run = wrk_run(wrk, self.port, &self.script);
+        self.haproxy_cpu += cpu_seconds_tree(stack.haproxy.master_pid()) - haproxy_before;
+        self.agent_cpu += agent.map_or(0.0, cpu_seconds_tree) - agent_before;
+        let notifies = stack.spoa.metric("axon_spoa_spoe_notifies_total") - notifies_before;
+        self.notifies += notifies;
+        // Every request that asks the agent is answered by it: nothing falls back unnoticed.
+        let asking = run.requests as f64 * self.kind.asking_share();
+        if self.kind.axon_agent() {
+            assert!(
+                notifies >= asking * 0.98 && notifies <= asking * 1.02 + 100.0,
+                "{}: {notifies} NOTIFYs answered for {asking:.0} requests asking",
+                self.kind.label()
+            );
+        } else if self.kind != Kind::PeerLabel {
+            assert!(notifies == 0.0, "{}: {notifies} NOTIFYs for requests that should not ask", self.kind.label());
         }
+        self.runs.push(run);
     }
 
     fn mean_rps(&self) -> f64 {
@@ -208,15 +363,7 @@ impl Frontend {
     fn latency(&self) -> String {
         let p50 = median(self.runs.iter().map(|r| r.p50_ms).collect());
         let p99 = median(self.runs.iter().map(|r| r.p99_ms).collect());
-        format!("{p50:.2} ms / {p99:.2} ms")
-    }
-
-    /// Each process's CPU while this frontend was under load, in per cent of a core.
-    fn cpu(&self) -> String {
-        let seconds = (self.runs.len() as u64 * WRK_SECONDS) as f64;
-        let shares: Vec<String> =
-            self.processes.iter().map(|(name, _, cpu)| format!("{name} {:.0} %", cpu / seconds * 100.0)).collect();
-        shares.join(", ")
+        format!("{p50:.2} / {p99:.2} ms")
     }
 }
 
@@ -226,20 +373,19 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 /// HAProxy's C example agent (github.com/haproxy/spoa-example), the usual reference, when
-/// `AXON_PEER_SPOA` names its binary: started with pipelining and measured through a frontend
-/// of its own, a copy of the shipped one whose SPOE engine uses it. It knows only its own
-/// message, so it answers `route` with an empty ACK and HAProxy sets no variable for it (less
-/// work for HAProxy than Axon's answers); HAProxy 3.1 and later wait out the processing timeout
-/// on an empty ACK, so it is for 2.6 and 3.0.
+/// `AXON_PEER_SPOA` names its binary: started with pipelining and asked through a copy of the
+/// shipped frontend whose SPOE engine uses it. It knows only its own message, so it answers
+/// `route` with an empty ACK; that frontend then routes to `web` itself instead of answering
+/// `agent_unavailable`. HAProxy 3.1 and later wait out the processing timeout on an empty ACK,
+/// so it is for 2.6 and 3.0.
 struct Peer {
     proc: Proc,
     port: u16,
 }
 
 impl Peer {
-    /// Starts the peer if asked for, adding its frontend and backend to `config`, which holds
-    /// the shipped frontend.
-    fn from_env(dir: &HaproxyDir, config: &mut String) -> Option<Peer> {
+    /// Starts the peer if asked for, adding its frontend and backend to `config`.
+    fn from_env(dir: &HaproxyDir, frontend: &str, config: &mut String) -> Option<Peer> {
         let binary = std::env::var_os("AXON_PEER_SPOA")?;
         let version = haproxy_version();
         let mut numbers = version.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
@@ -253,13 +399,17 @@ impl Peer {
             .replace("use-backend axon-agents", "use-backend peer-agents");
         let engine_path = dir.path().join("spoe-peer.conf");
         std::fs::write(&engine_path, engine).expect("writing the peer's SPOE file");
-        let start = config.find("frontend axon from axon-http").expect("the shipped frontend");
-        let end = config[start..].find("\n# ").map_or(config.len(), |e| start + e);
-        let frontend = config[start..end].replace("frontend axon ", "frontend peer ").replace(
-            &format!("config {}", bins::workspace_root().join("haproxy/spoe-axon.conf").display()),
-            &format!("config {}", engine_path.display()),
-        );
-        let frontend = replace_bind(&frontend, port);
+        let frontend: String = frontend
+            .replace("frontend axon ", "frontend peer ")
+            .replace(
+                &format!("config {}", bins::workspace_root().join("haproxy/spoe-axon.conf").display()),
+                &format!("config {}", engine_path.display()),
+            )
+            .lines()
+            .filter(|l| !l.contains("agent_unavailable"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let frontend = replace_bind(&frontend, port) + "    default_backend web\n";
         config.push_str(&format!(
             "\n{frontend}\nbackend peer-agents from axon-spop\n    option spop-check\n    server spoa-example 127.0.0.1:{agent_port} check inter 500ms rise 1 fall 2\n"
         ));
@@ -275,27 +425,32 @@ fn replace_bind(frontend: &str, port: u16) -> String {
     frontend
         .lines()
         .map(|line| {
-            if line.trim_start().starts_with("bind ") { format!("    bind 127.0.0.1:{port}") } else { line.to_owned() }
+            if line.trim_start().starts_with("bind ") {
+                format!("    bind 127.0.0.1:{port}\n")
+            } else {
+                format!("{line}\n")
+            }
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect()
 }
 
-/// User + system CPU seconds of `pid` and its children's threads (HAProxy's worker is the
-/// master's child), from /proc.
+/// The CPU time, in seconds, of `pid` and its children (HAProxy's worker is the master's
+/// child), every thread: the kernel's exact run time in nanoseconds (`schedstat`), not ticks.
 fn cpu_seconds_tree(pid: i32) -> f64 {
     let mut pids = vec![pid];
     if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
         pids.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
     }
-    pids.iter()
-        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
-        .map(|stat| {
-            let after = &stat[stat.rfind(')').unwrap_or(0) + 2..];
-            let f: Vec<&str> = after.split_whitespace().collect();
-            (f[11].parse::<f64>().unwrap_or(0.0) + f[12].parse::<f64>().unwrap_or(0.0)) / 100.0
-        })
-        .sum()
+    let mut nanoseconds: u64 = 0;
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                nanoseconds += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    nanoseconds as f64 / 1e9
 }
 
 fn haproxy_version() -> String {
@@ -320,106 +475,171 @@ fn notify(out: &mut BytesMut, stream_id: u64, frame_id: u64) {
         codec::put_message(
             out,
             "route",
-            &[("host", Typed::Str(b"api.example")), ("path", Typed::Str(b"/items/42")), ("label", Typed::Null)],
+            &[
+                ("host", Typed::Str(b"web.example")),
+                ("path", Typed::Str(b"/items/42")),
+                ("label", Typed::Str(LABEL.as_bytes())),
+            ],
         );
     });
 }
 
-/// Drives the agent over `CONNECTIONS` connections from one thread (an event loop, so the
-/// generator's own scheduling does not count as the agent's latency) for `AGENT_SECONDS`;
-/// returns (NOTIFY/s, p50 µs, p99 µs).
-fn agent_load(agent: SocketAddr) -> (f64, f64, f64) {
+/// Drives the agent over `CONNECTIONS` connections, `IN_FLIGHT` NOTIFYs in flight on each,
+/// from one thread, for `AGENT_SECONDS`; returns (NOTIFY/s, NOTIFYs answered).
+fn agent_closed_loop(agent: SocketAddr) -> (f64, u64) {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a runtime");
     runtime.block_on(async move {
         let start = Instant::now();
-        let tasks: Vec<_> = (0..CONNECTIONS).map(|c| tokio::spawn(connection_load(agent, c as u64))).collect();
-        let mut latencies = Vec::new();
+        let tasks: Vec<_> = (0..CONNECTIONS).map(|c| tokio::spawn(closed_connection(agent, c as u64))).collect();
+        let mut answered = 0;
         for task in tasks {
-            latencies.extend(task.await.expect("a load connection"));
+            answered += task.await.expect("a load connection");
         }
-        let elapsed = start.elapsed().as_secs_f64();
-        latencies.sort();
-        let at =
-            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e6;
-        (latencies.len() as f64 / elapsed, at(0.50), at(0.99))
+        (answered as f64 / start.elapsed().as_secs_f64(), answered)
     })
 }
 
-/// One connection: HELLO, then `IN_FLIGHT` NOTIFYs kept in flight until the time is up.
-async fn connection_load(agent: SocketAddr, stream_id: u64) -> Vec<Duration> {
+/// Reads frames from `input`, calling `on_ack` with each ACK's frame id.
+fn read_acks(input: &mut BytesMut, hello_seen: &mut bool, mut on_ack: impl FnMut(u64)) {
+    while let Some((frame, used)) = codec::decode_frame(input, u32::MAX).expect("a frame") {
+        if frame.kind == FrameType::AgentHello {
+            *hello_seen = true;
+        } else {
+            assert_eq!(frame.kind, FrameType::Ack);
+            on_ack(frame.frame_id);
+        }
+        bytes::Buf::advance(input, used);
+    }
+}
+
+async fn closed_connection(agent: SocketAddr, stream_id: u64) -> u64 {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(agent).await.expect("connecting to the agent");
     stream.set_nodelay(true).ok();
     stream.write_all(&hello()).await.expect("HELLO");
     let mut input = BytesMut::with_capacity(64 * 1024);
-    let mut sent: HashMap<u64, Instant> = HashMap::new();
-    let mut latencies = Vec::with_capacity(1 << 20);
     let mut out = BytesMut::new();
-    let mut next_id = 1u64;
-    let mut hello_seen = false;
+    let (mut next_id, mut in_flight, mut answered, mut hello_seen) = (1u64, 0usize, 0u64, false);
     for _ in 0..IN_FLIGHT {
         notify(&mut out, stream_id, next_id);
-        sent.insert(next_id, Instant::now());
         next_id += 1;
+        in_flight += 1;
     }
     stream.write_all(&out).await.expect("NOTIFY");
     let deadline = Instant::now() + Duration::from_secs(AGENT_SECONDS);
-    while !sent.is_empty() {
+    while in_flight > 0 {
         if stream.read_buf(&mut input).await.expect("reading ACKs") == 0 {
             panic!("the agent closed the connection");
         }
         out.clear();
-        while let Some((frame, used)) = codec::decode_frame(&input, u32::MAX).expect("a frame") {
-            if frame.kind == FrameType::AgentHello {
-                hello_seen = true;
-            } else {
-                assert_eq!(frame.kind, FrameType::Ack);
-                let at = sent.remove(&frame.frame_id).expect("an ACK for a NOTIFY in flight");
-                latencies.push(at.elapsed());
-                if Instant::now() < deadline {
-                    notify(&mut out, stream_id, next_id);
-                    sent.insert(next_id, Instant::now());
-                    next_id += 1;
-                }
+        let mut acks = 0;
+        read_acks(&mut input, &mut hello_seen, |_| acks += 1);
+        in_flight -= acks;
+        answered += acks as u64;
+        if Instant::now() < deadline {
+            for _ in 0..acks {
+                notify(&mut out, stream_id, next_id);
+                next_id += 1;
+                in_flight += 1;
             }
-            bytes::Buf::advance(&mut input, used);
-        }
-        if !out.is_empty() {
             stream.write_all(&out).await.expect("NOTIFY");
         }
     }
     assert!(hello_seen);
-    latencies
+    answered
 }
 
-/// One wrk run: requests/s and latency percentiles.
+/// Sends NOTIFYs at `OPEN_LOOP_RATE` in all over `CONNECTIONS` connections, on schedule
+/// whatever the answers, for `AGENT_SECONDS`; returns latency p50, p99 and max in µs, each
+/// from the NOTIFY's scheduled time to its ACK. One thread does it all, spinning on its own
+/// core over non-blocking sockets, so its own wake-ups add nothing to what is measured.
+fn agent_open_loop(agent: SocketAddr) -> (f64, f64, f64) {
+    use std::io::{ErrorKind, Read as _, Write as _};
+    let mut streams: Vec<std::net::TcpStream> = (0..CONNECTIONS)
+        .map(|_| {
+            let mut stream = std::net::TcpStream::connect(agent).expect("connecting to the agent");
+            stream.set_nodelay(true).ok();
+            stream.write_all(&hello()).expect("HELLO");
+            stream.set_nonblocking(true).expect("non-blocking");
+            stream
+        })
+        .collect();
+    let interval = Duration::from_nanos(1_000_000_000 / OPEN_LOOP_RATE);
+    let total = usize::try_from(AGENT_SECONDS * OPEN_LOOP_RATE).expect("a count");
+    let start = Instant::now() + Duration::from_millis(10);
+    let scheduled = |i: usize| start + interval * u32::try_from(i).expect("an index");
+    let mut inputs: Vec<BytesMut> = (0..CONNECTIONS).map(|_| BytesMut::with_capacity(64 * 1024)).collect();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = BytesMut::new();
+    let mut latencies = Vec::with_capacity(total);
+    let mut acked = vec![false; total];
+    let (mut next, mut hello_seen) = (0usize, false);
+    while latencies.len() < total {
+        let now = Instant::now();
+        while next < total && scheduled(next) <= now {
+            // NOTIFY n goes on connection n % CONNECTIONS, with frame id n + 1.
+            out.clear();
+            notify(&mut out, (next % CONNECTIONS) as u64, next as u64 + 1);
+            let stream = &mut streams[next % CONNECTIONS];
+            stream.set_nonblocking(false).expect("blocking");
+            stream.write_all(&out).expect("NOTIFY");
+            stream.set_nonblocking(true).expect("non-blocking");
+            next += 1;
+        }
+        for (stream, input) in streams.iter_mut().zip(&mut inputs) {
+            match stream.read(&mut buf) {
+                Ok(0) => panic!("the agent closed the connection"),
+                Ok(n) => {
+                    let now = Instant::now();
+                    input.extend_from_slice(&buf[..n]);
+                    read_acks(input, &mut hello_seen, |id| {
+                        let index = usize::try_from(id - 1).expect("an id");
+                        assert!(!std::mem::replace(&mut acked[index], true), "ACK {id} twice");
+                        latencies.push(now.duration_since(scheduled(index)));
+                    });
+                }
+                Err(err) if err.kind() == ErrorKind::WouldBlock => {}
+                Err(err) => panic!("reading ACKs: {err}"),
+            }
+        }
+    }
+    assert!(hello_seen);
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)].as_secs_f64() * 1e6;
+    (at(0.50), at(0.99), at(1.0))
+}
+
+/// One wrk run.
 struct Run {
     rps: f64,
+    requests: u64,
+    socket_errors: u64,
     p50_ms: f64,
     p99_ms: f64,
 }
 
-/// wrk against 127.0.0.1:`port` for `WRK_SECONDS`.
-fn wrk_run(wrk: &std::path::Path, port: u16) -> Run {
-    let output = Command::new(wrk)
-        .args(["-t2", "-c50", &format!("-d{WRK_SECONDS}s"), "--latency", "-H", "Host: web.example"])
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("running wrk");
+/// wrk against 127.0.0.1:`port` for `WRK_SECONDS`, the requests `script` makes.
+fn wrk_run(wrk: &Path, port: u16, script: &Path) -> Run {
+    let mut command = Command::new(wrk);
+    command.args(["-t2", "-c50", &format!("-d{WRK_SECONDS}s"), "--latency", "-s"]).arg(script);
+    let output = command.arg(format!("http://127.0.0.1:{port}/")).output().expect("running wrk");
     let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    println!("{text}");
-    let mut run = Run { rps: 0.0, p50_ms: 0.0, p99_ms: 0.0 };
+    let mut run = Run { rps: 0.0, requests: 0, socket_errors: 0, p50_ms: 0.0, p99_ms: 0.0 };
     for line in text.lines().map(str::trim) {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["Requests/sec:", n] => run.rps = n.parse().unwrap_or(0.0),
+            [n, "requests", "in", ..] => run.requests = n.parse().unwrap_or(0),
+            ["Socket", "errors:", rest @ ..] => {
+                run.socket_errors = rest.iter().filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok()).sum();
+            }
             ["50%", v] => run.p50_ms = wrk_milliseconds(v),
             ["99%", v] => run.p99_ms = wrk_milliseconds(v),
-            ["Non-2xx", "or", "3xx", "responses:", n] => panic!("{n} failed requests on port {port}"),
+            ["Non-2xx", "or", "3xx", "responses:", n] => panic!("{n} failed requests on port {port}:\n{text}"),
             _ => {}
         }
     }
-    assert!(run.rps > 0.0, "wrk printed no rate:\n{text}");
+    assert!(run.rps > 0.0 && run.requests > 0, "wrk printed no rate:\n{text}");
     run
 }
 

@@ -33,6 +33,11 @@ pub const SESSION_TIMEOUT: Duration = Duration::from_secs(4);
 pub const CHECK_INTERVAL: Duration = Duration::from_millis(500);
 pub const CHECK_FALL: u32 = 2;
 
+/// The background load, per service: clients of fast requests, and clients of requests that
+/// take 100 ms, so that several are in flight on every instance at any moment and a fault
+/// catches some mid-flight.
+pub const LOAD: [(&str, usize); 2] = [("/", 3), ("/slow/100", 6)];
+
 /// Where each service registers, Nerve-style.
 pub fn zk_path(service: &str) -> String {
     format!("/nerve/services/{service}/services")
@@ -47,6 +52,16 @@ pub struct Instance {
     pub registrar: Registrar,
     /// One proxy per ZooKeeper node, between this instance's registrar and the ensemble.
     pub proxies: Vec<Proxy>,
+}
+
+/// What [`Sandbox::state`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum State {
+    Full,
+    /// What is missing.
+    Lacking(String),
+    /// HAProxy's part is full, but ZooKeeper cannot be read.
+    Unknown(String),
 }
 
 pub struct Sandbox {
@@ -112,8 +127,8 @@ impl Sandbox {
                 )
             })
             .collect();
-        let spoa_config = spoa_dir.header(&hosts, &haproxy.socket(), Some(&state_file))
-            + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\n\n")
+        let spoa_config = spoa_dir.header(&hosts, &haproxy, Some(&state_file))
+            + &format!("[routing]\nhost_suffixes = [\".example\"]\n\n[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\n\n")
             + &services;
         let spoa = spoa_dir.start(&spoa_config);
         let observer = Kazoo::connect(&hosts);
@@ -133,7 +148,7 @@ impl Sandbox {
             sandbox.haproxy.servers("axon-agents").iter().all(|s| s.up)
         });
         let services: Vec<&str> = LAYOUT.iter().map(|(s, _)| *s).collect();
-        sandbox.load = Some(Load::start(sandbox.frontend(), &services, 2));
+        sandbox.load = Some(Load::start(sandbox.frontend(), &services, &LOAD));
         sandbox
     }
 
@@ -151,8 +166,14 @@ impl Sandbox {
 
     /// Every znode of `service`: child name → the record's `name` (the instance id).
     pub fn znodes(&mut self, service: &str) -> BTreeMap<String, String> {
-        self.observer
-            .records(&zk_path(service))
+        self.try_znodes(service, Duration::from_secs(30)).unwrap_or_default()
+    }
+
+    /// The same, each read giving up after `within`: `Err` while ZooKeeper cannot answer.
+    pub fn try_znodes(&mut self, service: &str, within: Duration) -> Result<BTreeMap<String, String>, String> {
+        Ok(self
+            .observer
+            .try_records(&zk_path(service), within)?
             .into_iter()
             .map(|(child, data)| {
                 let id = serde_json::from_str::<serde_json::Value>(&data)
@@ -161,18 +182,19 @@ impl Sandbox {
                     .unwrap_or_default();
                 (child, id)
             })
-            .collect()
+            .collect())
     }
 
-    /// How many znodes each instance has now.
-    pub fn registrations(&mut self) -> BTreeMap<String, usize> {
+    /// How many znodes each instance has now; `Err` while ZooKeeper cannot answer (within a
+    /// second).
+    pub fn registrations(&mut self) -> Result<BTreeMap<String, usize>, String> {
         let mut counts: BTreeMap<String, usize> = self.instances.iter().map(|i| (i.id.clone(), 0)).collect();
         for (service, _) in LAYOUT {
-            for id in self.znodes(service).into_values() {
+            for id in self.try_znodes(service, Duration::from_secs(1))?.into_values() {
                 *counts.entry(id).or_default() += 1;
             }
         }
-        counts
+        Ok(counts)
     }
 
     /// An instance's server in HAProxy: `ready web1`, `drain web1`, `down web1`, or `-`.
@@ -196,14 +218,30 @@ impl Sandbox {
     }
 
     /// The full state: every instance registered in ZooKeeper exactly once, and ready and up in
-    /// HAProxy, and no other server ready. `Err` says what is missing.
+    /// HAProxy, and no other server ready. `Err` says what is missing (or that ZooKeeper could
+    /// not be read: see [`Sandbox::state`]).
     pub fn full_state(&mut self) -> Result<(), String> {
+        match self.state() {
+            State::Full => Ok(()),
+            State::Lacking(missing) | State::Unknown(missing) => Err(missing),
+        }
+    }
+
+    /// The full state, lacking, or unknown (ZooKeeper cannot be read, so registrations are not
+    /// known; HAProxy's part is checked all the same).
+    pub fn state(&mut self) -> State {
         let registrations = self.registrations();
-        let mut missing = Vec::new();
-        for (id, count) in &registrations {
-            if *count != 1 {
-                missing.push(format!("{id} has {count} znodes"));
+        let mut missing: Vec<String> = Vec::new();
+        let mut unknown = None;
+        match &registrations {
+            Ok(registrations) => {
+                for (id, count) in registrations {
+                    if *count != 1 {
+                        missing.push(format!("{id} has {count} znodes"));
+                    }
+                }
             }
+            Err(err) => unknown = Some(format!("ZooKeeper unreadable ({err})")),
         }
         for instance in &self.instances {
             let state = self.haproxy_state(instance);
@@ -221,7 +259,11 @@ impl Sandbox {
                 missing.push(format!("{ready} servers ready in backend {service}"));
             }
         }
-        if missing.is_empty() { Ok(()) } else { Err(missing.join("; ")) }
+        match (missing.is_empty(), unknown) {
+            (true, None) => State::Full,
+            (false, _) => State::Lacking(missing.join("; ")),
+            (true, Some(unknown)) => State::Unknown(unknown),
+        }
     }
 
     /// A text view: ZooKeeper's nodes, each instance's state in its registrar, in ZooKeeper

@@ -28,7 +28,7 @@ fn the_status_view_shows_haproxys_servers_and_flags_drift() {
     let haproxy = dir.start(&config);
     // No periodic repair here, so that drift made by hand stays for the view to show.
     let spoa_config = spoa_dir
-        .header(zk, &haproxy.socket(), None)
+        .header(zk, &haproxy, None)
         .replace("resync_interval = \"1s\"", "resync_interval = \"1h\"")
         + &format!(
             "[[service]]\nname = \"web\"\nzk_path = {path:?}\nbackend = \"web\"\nslot_prefix = \"web\"\ndrain = \"0s\"\n"

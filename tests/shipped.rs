@@ -40,6 +40,35 @@ fn every_shipped_haproxy_file_passes_haproxy_c() {
     }
 }
 
+/// The directives of a section (`<kind> <name> …` up to the next section), without comments
+/// and without the section's own line and its `bind`.
+fn directives(config: &str, header: &str) -> Vec<String> {
+    let start = config.find(&format!("\n{header}")).unwrap_or_else(|| panic!("no `{header}`")) + 1;
+    config[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with(' '))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("bind "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// example.cfg carries the snippet's frontend and dynamic backend line for line, so what the
+/// tests prove of axon.cfg's holds for it too.
+#[test]
+fn the_example_routes_exactly_as_the_snippet() {
+    let snippet = std::fs::read_to_string(shipped("haproxy/axon.cfg")).unwrap();
+    let example = std::fs::read_to_string(shipped("haproxy/example.cfg")).unwrap();
+    let frontend = directives(&snippet, "frontend axon from axon-http");
+    assert!(frontend.len() > 10, "{frontend:?}");
+    assert_eq!(directives(&example, "frontend http from axon-http"), frontend);
+    assert_eq!(
+        directives(&example, "backend axon-dynamic from axon-http"),
+        directives(&snippet, "backend axon-dynamic from axon-http")
+    );
+}
+
 fn check(binary: &str, file: &Path) -> (bool, String) {
     let output = Command::new(bins::axon(binary)).arg("--check").arg(file).output().expect("running --check");
     (
@@ -52,6 +81,8 @@ fn check(binary: &str, file: &Path) -> (bool, String) {
 fn shipped_daemon_configurations_are_valid() {
     let (ok, text) = check("axon-spoa", &shipped("haproxy/example.toml"));
     assert!(ok && text.contains("ok (2 services)"), "{text}");
+    // It says which hosts HAProxy routes by itself.
+    assert!(text.contains("host map: web.example → web/web"), "{text}");
     let (ok, text) = check("axon-registrar", &shipped("registrar/example.toml"));
     assert!(ok && text.contains("ok (2 services)"), "{text}");
 }
@@ -72,7 +103,12 @@ fn axon_spoa_check_names_file_field_and_value() {
             "zk_path = \"/nerve/services/api/services\"\nbackend_name = \"x\"",
             "`service[1].backend_name`: unknown field",
         ),
-        ("host_suffixes = [\".example\"]", "host_suffixes = [\"example\"]", "`spoe.host_suffixes[0]` = \"example\""),
+        ("host_suffixes = [\".example\"]", "host_suffixes = [\"example\"]", "`routing.host_suffixes[0]` = \"example\""),
+        (
+            "listen = \"127.0.0.1:9103\"",
+            "listen = \"127.0.0.1:9103\"\nhost_suffixes = [\".example\"]",
+            "`spoe.host_suffixes` = [\".example\"]: expected it under [routing]",
+        ),
         (
             "listen = \"127.0.0.1:9103\"",
             "listen = \"127.0.0.1:9103\"\nmax_frame_size = 100",

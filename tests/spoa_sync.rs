@@ -22,6 +22,9 @@ struct Rig {
     port: u16,
 }
 
+/// `<service>.example` is `<service>`: HAProxy routes these hosts itself, through the host map.
+const ROUTING: &str = "[routing]\nhost_suffixes = [\".example\"]\n\n";
+
 /// A `[[service]]` table for axon-spoa.
 fn service(name: &str, zk_path: &str, extra: &str) -> String {
     format!(
@@ -36,7 +39,7 @@ fn rig(zk: &str, backends: &[Backend<'_>], services: &str) -> Rig {
     let state_file = dir.state_file();
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
-    let spoa_config = spoa_dir.header(zk, &haproxy.socket(), Some(&state_file)) + services;
+    let spoa_config = spoa_dir.header(zk, &haproxy, Some(&state_file)) + ROUTING + services;
     let spoa = spoa_dir.start(&spoa_config);
     Rig { haproxy, spoa, kazoo: Kazoo::connect(zk), port }
 }
@@ -105,6 +108,7 @@ fn instances_appearing_disappearing_and_reweighted_move_traffic_without_a_reload
         rig.haproxy.ready_servers("web").into_iter().find(|(_, a, _)| *a == addr(sample)).map(|(name, _, _)| name)
     };
     let w2_slot = slot_of(&rig, &samples[1]);
+    assert!(w2_slot.is_some(), "w2 has no ready slot");
 
     rig.kazoo.delete(&w1, false);
     rig.wait_spread("web", &["w2", "w3"]);
@@ -181,10 +185,12 @@ fn nerve_path_encoding_is_read_from_the_child_name() {
     let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
     let json = format!(r#"{{"host":"127.0.0.1","port":{},"name":"enc"}}"#, sample.port());
     let encoded = base64::engine::general_purpose::URL_SAFE.encode(&json);
-    // As Nerve writes it: the JSON in the name and, identically, in the data.
-    rig.kazoo.create(&format!("{path}/base64_{}_{encoded}_", encoded.len()), &json, true, true);
+    // The record in the name only: the data holds nothing a reader could use, so the instance
+    // is served only if the name is decoded.
+    rig.kazoo.create(&format!("{path}/base64_{}_{encoded}_", encoded.len()), "not a record", true, true);
     rig.wait_spread("web", &["enc"]);
-    assert!(rig.spoa.metric("axon_spoa_zk_reads_total") >= 1.0);
+    let status = rig.spoa.status();
+    assert_eq!(status["services"][0]["problems"], serde_json::json!([]), "{status}");
 }
 
 #[test]
@@ -248,7 +254,8 @@ fn a_refused_command_is_counted_and_resynced_and_drift_is_repaired() {
     .replace("backend fixed from axon-http\n", "backend fixed from axon-http\n    balance static-rr\n");
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
-    let spoa_config = spoa_dir.header(zk, &haproxy.socket(), None)
+    let spoa_config = spoa_dir.header(zk, &haproxy, None)
+        + ROUTING
         + &service("web", &web_path, "")
         + &service("fixed", &fixed_path, "");
     let spoa = spoa_dir.start(&spoa_config);
@@ -294,11 +301,16 @@ fn haproxy_restart_and_reload_get_the_full_state_back_within_a_second() {
     eprintln!("reload: full state back {back:?} after the new worker answered");
     assert!(back < SECOND, "{back:?}");
 
-    // Restart without a state file: every slot empty until axon-spoa fills them.
+    // Restart without a state file: every slot empty until axon-spoa fills them. axon-spoa is
+    // frozen meanwhile, to see HAProxy come up empty: what comes back is axon-spoa's doing.
     let _ = std::fs::remove_file(rig.haproxy.state_file());
+    rig.spoa.proc.pause();
     rig.haproxy.restart();
+    let empty = rig.ready("web");
+    rig.spoa.proc.resume();
+    assert!(empty.is_empty(), "HAProxy restarted with servers ready: {empty:?}");
     let back = wait::timed(SECOND * 3, || rig.ready("web") == expected).expect("state back after the restart");
-    eprintln!("restart: full state back {back:?} after HAProxy answered");
+    eprintln!("restart: full state back {back:?} after axon-spoa resumed");
     assert!(back < SECOND, "{back:?}");
     rig.wait_spread("web", &["w1", "w2", "w3"]);
 }
@@ -320,6 +332,8 @@ fn a_restarted_axon_spoa_adopts_the_slots_without_touching_them() {
     });
     assert_eq!(rig.spoa.metric("axon_spoa_commands_total"), 0.0, "no command was needed");
     let after = rig.haproxy.servers("web");
+    assert_eq!(before.len(), after.len(), "servers added or lost: {before:?} → {after:?}");
+    assert_eq!(before.iter().filter(|s| s.ready).count(), 3);
     for (b, a) in before.iter().zip(&after) {
         assert_eq!((&b.name, &b.addr, b.ready, b.weight), (&a.name, &a.addr, a.ready, a.weight));
         assert!(a.since_change >= b.since_change, "{} changed state", a.name);
@@ -384,4 +398,99 @@ fn a_cold_start_with_zookeeper_down_uses_the_cache() {
     rig.spoa.start_again();
     rig.wait_spread("web", &["w1", "w2"]);
     assert_eq!(rig.spoa.status()["services"][0]["source"], "cache");
+}
+
+#[test]
+fn the_host_map_follows_instances_services_backends_and_haproxy() {
+    let zk = zk::shared();
+    let (web_path, shop_path, ghost_path) = (zk::unique_path("web"), zk::unique_path("shop"), zk::unique_path("ghost"));
+    let (w1, s1, g1) = (Sample::start("web", "w1"), Sample::start("shop", "s1"), Sample::start("ghost", "g1"));
+    let dir = HaproxyDir::new();
+    let port = ports::free_port();
+    let (web, shop, ghost) = (
+        Backend { name: "web", prefix: "web", slots: 2 },
+        Backend { name: "shop", prefix: "shop", slots: 2 },
+        Backend { name: "ghost", prefix: "ghost", slots: 2 },
+    );
+    // HAProxy starts without `ghost`'s backend (a typo, or a reload still to come).
+    let config = haproxy::axon_config(&dir, port, &[web, shop], None);
+    let config_with_ghost = haproxy::axon_config(&dir, port, &[web, shop, ghost], None);
+    let map_file = dir.host_map();
+    let haproxy = dir.start(&config);
+    let spoa_dir = SpoaDir::new();
+    let empty = "on_empty = \"empty\"\n";
+    let spoa_config = spoa_dir.header(zk, &haproxy, None)
+        + ROUTING
+        + &service("web", &web_path, empty)
+        + &service("shop", &shop_path, empty)
+        + &service("ghost", &ghost_path, empty);
+    let spoa = spoa_dir.start(&spoa_config);
+    let mut rig = Rig { haproxy, spoa, kazoo: Kazoo::connect(zk), port };
+    register(&mut rig.kazoo, &web_path, "w1", &w1, "");
+    register(&mut rig.kazoo, &ghost_path, "g1", &g1, "");
+    // Each host is mapped as written and with a trailing dot.
+    let map = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs.iter().flat_map(|(k, v)| [(k.to_string(), v.to_string()), (format!("{k}."), v.to_string())]).collect()
+    };
+    let web_only = map(&[("web.example", "web/web")]);
+    wait::for_true("web.example mapped", SECOND * 5, || rig.haproxy.host_map_entries() == web_only);
+    rig.wait_spread("web", &["w1"]);
+    // The backend HAProxy lacks is ghost's problem alone: reported, not mapped, the rest syncs.
+    let status = rig.spoa.status();
+    let ghost_status = status["services"].as_array().unwrap().iter().find(|s| s["name"] == "ghost").unwrap().clone();
+    assert!(ghost_status["sync_problem"].as_str().is_some_and(|p| p.contains("no backend")), "{ghost_status}");
+    assert_eq!(rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}"), 1.0);
+    assert_eq!(rig.spread("ghost", 2).keys().collect::<Vec<_>>(), ["HTTP 503"]);
+
+    // A service appearing in ZooKeeper joins the map with its slots, and leaves it with them.
+    let s1_node = register(&mut rig.kazoo, &shop_path, "s1", &s1, "");
+    let both = map(&[("shop.example", "shop/shop"), ("web.example", "web/web")]);
+    wait::for_true("shop.example mapped", SECOND * 5, || rig.haproxy.host_map_entries() == both);
+    rig.wait_spread("shop", &["s1"]);
+    rig.kazoo.delete(&s1_node, false);
+    wait::for_true("shop.example unmapped", SECOND * 5, || rig.haproxy.host_map_entries() == web_only);
+    assert_eq!(rig.spread("shop", 2).keys().collect::<Vec<_>>(), ["HTTP 503"]);
+    // The file holds it too, for a reload to start with.
+    let file = std::fs::read_to_string(&map_file).unwrap();
+    let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["web.example web/web", "web.example. web/web"]);
+
+    // Reload: the new worker starts with the file's entries (axon-spoa frozen meanwhile, so
+    // they come from the file it wrote, not from its repair).
+    let worker = rig.haproxy.worker_pid();
+    rig.spoa.proc.pause();
+    rig.haproxy.reload();
+    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
+    let from_file = rig.haproxy.host_map_entries();
+    rig.spoa.proc.resume();
+    assert_eq!(from_file, web_only, "the reloaded worker's map, from the file");
+    // Restart from an empty file: axon-spoa puts the map back.
+    std::fs::write(&map_file, "").unwrap();
+    rig.haproxy.restart();
+    let back = wait::timed(SECOND * 3, || rig.haproxy.host_map_entries() == web_only).expect("map after a restart");
+    eprintln!("host map back {back:?} after HAProxy restarted with an empty map file");
+    assert!(back < SECOND, "map back {back:?} after a restart");
+    rig.wait_spread("web", &["w1"]);
+
+    // Drift made by hand is repaired: an entry deleted, one added.
+    let map_name = map_file.display().to_string();
+    rig.haproxy.runtime(&format!("del map {map_name} web.example"));
+    rig.haproxy.runtime(&format!("add map {map_name} stats x/stats"));
+    assert_eq!(
+        rig.haproxy.host_map_entries(),
+        [("stats", "x/stats"), ("web.example.", "web/web")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    );
+    wait::for_true("the drift repaired", SECOND * 3, || rig.haproxy.host_map_entries() == web_only);
+
+    // HAProxy reloaded with ghost's backend: ghost syncs and is mapped.
+    std::fs::write(rig.haproxy.config_path(), config_with_ghost).unwrap();
+    rig.haproxy.reload();
+    let all = map(&[("ghost.example", "ghost/ghost"), ("web.example", "web/web")]);
+    wait::for_true("ghost.example mapped", SECOND * 5, || rig.haproxy.host_map_entries() == all);
+    rig.wait_spread("ghost", &["g1"]);
+    assert_eq!(rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}"), 0.0);
+    assert!(rig.spoa.status()["services"][2]["sync_problem"].is_null());
 }

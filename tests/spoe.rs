@@ -5,15 +5,16 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
 use axon::harness::kazoo::Kazoo;
+use axon::harness::proxy::Proxy;
 use axon::harness::sample::Sample;
 use axon::harness::spoa::{Spoa, SpoaDir};
 use axon::harness::wait::{self, SECOND};
-use axon::harness::{http, ports, zk};
+use axon::harness::{bins, http, ports, zk};
 use axon_spoa::spop::codec::{self, FLAG_FIN, FrameType, Typed};
 use bytes::BytesMut;
 
@@ -22,12 +23,17 @@ struct Rig {
     spoa: Spoa,
     kazoo: Kazoo,
     port: u16,
+    /// The agent itself (raw clients talk to it here).
     agent: SocketAddr,
+    /// Where HAProxy reaches the agent: through a proxy that can slow it down.
+    agent_proxy: Proxy,
     base: String,
 }
 
-/// HAProxy with the shipped frontend and SPOE engine, a `web` backend of slots; axon-spoa with
-/// its agent, serving `web` (slots), `api` (no backend) and `empty` (no backend, no instance).
+/// HAProxy with the shipped frontend and SPOE engine, a `web` backend of slots, a stats page
+/// on loopback (what a hostile Host header would aim at) and `maxconn 200`; 127.0.0.1 is its
+/// only trusted source of labels. axon-spoa with its agent, serving `web` (slots), `api` (no
+/// backend) and `empty` (no backend, no instance).
 fn rig() -> Rig {
     rig_with("60s")
 }
@@ -37,10 +43,21 @@ fn rig() -> Rig {
 fn rig_with(idle_timeout: &str) -> Rig {
     let zk = zk::shared();
     let base = zk::unique_path("spoe");
-    let (port, agent_port) = (ports::free_port(), ports::free_port());
+    let (port, agent_port, stats_port) = (ports::free_port(), ports::free_port(), ports::free_port());
+    let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
+    let agent_proxy = Proxy::start(agent);
     let dir = HaproxyDir::new();
-    let config =
-        haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 4 }], Some(agent_port));
+    std::fs::write(dir.trusted_sources(), "127.0.0.1\n").unwrap();
+    let config = "global\n    maxconn 200\n\n".to_owned()
+        + &haproxy::axon_config(
+            &dir,
+            port,
+            &[Backend { name: "web", prefix: "web", slots: 4 }],
+            Some(agent_proxy.addr.port()),
+        )
+        + &format!(
+            "\nlisten stats from axon-http\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n"
+        );
     let haproxy = dir.start(&config);
     let spoa_dir = SpoaDir::new();
     let services: String = [("web", Some("web")), ("api", None), ("empty", None)]
@@ -50,16 +67,17 @@ fn rig_with(idle_timeout: &str) -> Rig {
             format!("[[service]]\nname = {name:?}\nzk_path = \"{base}/{name}\"\n{backend}drain = \"0s\"\n\n")
         })
         .collect();
-    let config = spoa_dir.header(zk, &haproxy.socket(), None)
-        + &format!(
-            "[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\nhost_suffixes = [\".example\"]\nidle_timeout = \"{idle_timeout}\"\n\n"
-        )
+    let config = spoa_dir.header(zk, &haproxy, None)
+        + "[routing]\nhost_suffixes = [\".example\"]\n\n"
+        + &format!("[spoe]\nlisten = \"{agent}\"\nidle_timeout = \"{idle_timeout}\"\n\n")
         + &services;
     let spoa = spoa_dir.start(&config);
-    let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
     wait::for_true("HAProxy to see the agent up", SECOND * 5, || haproxy.servers("axon-agents").iter().all(|s| s.up));
-    Rig { haproxy, spoa, kazoo: Kazoo::connect(zk), port, agent, base }
+    Rig { haproxy, spoa, kazoo: Kazoo::connect(zk), port, agent, agent_proxy, base }
 }
+
+/// A source address HAProxy does not trust with labels.
+const UNTRUSTED: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
 
 impl Rig {
     fn register(&mut self, service: &str, sample: &Sample, labels: &str) {
@@ -67,20 +85,46 @@ impl Rig {
         self.kazoo.create(&format!("{}/{service}/{}_", self.base, sample.instance), &json, true, true);
     }
 
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
     fn get(&self, host: &str, label: Option<&str>) -> http::Response {
+        self.get_from(None, "/", host, label, &[])
+    }
+
+    /// A request from `source` (127.0.0.1, trusted, when `None`).
+    fn get_from(
+        &self,
+        source: Option<IpAddr>,
+        path: &str,
+        host: &str,
+        label: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> http::Response {
         let mut headers = vec![("Host", host)];
         if let Some(label) = label {
             headers.push(("X-Axon-Label", label));
         }
-        http::request(SocketAddr::from(([127, 0, 0, 1], self.port)), "GET", "/", &headers)
-            .expect("a request through HAProxy")
+        headers.extend_from_slice(extra);
+        let response = match source {
+            Some(source) => http::request_from(source, self.addr(), "GET", path, &headers),
+            None => http::request(self.addr(), "GET", path, &headers),
+        };
+        response.expect("a request through HAProxy")
     }
 
     /// Who answers `n` requests: instance name, or `HTTP <status> <reason>`.
-    fn spread(&self, host: &str, label: Option<&str>, n: usize) -> BTreeMap<String, usize> {
+    fn spread_from(
+        &self,
+        source: Option<IpAddr>,
+        host: &str,
+        label: Option<&str>,
+        n: usize,
+    ) -> BTreeMap<String, usize> {
         let mut seen = BTreeMap::new();
         for _ in 0..n {
-            let response = self.get(host, label);
+            let response = self.get_from(source, "/", host, label, &[]);
             let who = match response.status {
                 200 => response.header("x-instance").unwrap_or("?").to_owned(),
                 status => format!("HTTP {status} {}", response.header("x-axon-reason").unwrap_or("-")),
@@ -90,32 +134,50 @@ impl Rig {
         seen
     }
 
+    fn spread(&self, host: &str, label: Option<&str>, n: usize) -> BTreeMap<String, usize> {
+        self.spread_from(None, host, label, n)
+    }
+
     fn wait_spread(&self, host: &str, label: Option<&str>, expected: &[&str]) {
         wait::for_true(&format!("{host} ({label:?}) answered by {expected:?}"), SECOND * 5, || {
             self.spread(host, label, expected.len() * 8).keys().map(String::as_str).collect::<Vec<_>>() == expected
         });
     }
+
+    fn curr_conns(&self) -> u64 {
+        self.haproxy.info("CurrConns").and_then(|v| v.parse().ok()).expect("CurrConns in show info")
+    }
+
+    fn notifies(&self) -> f64 {
+        self.spoa.metric("axon_spoa_spoe_notifies_total")
+    }
 }
 
 #[test]
-fn services_without_slots_reach_their_instances_and_labels_pick_matching_ones() {
+fn services_without_slots_reach_their_instances_and_trusted_labels_pick_matching_ones() {
     let mut rig = rig();
     let (api1, api2) = (Sample::start("api", "api1"), Sample::start("api", "api2"));
     let (stable, canary) = (Sample::start("web", "stable"), Sample::start("web", "canary"));
     rig.register("api", &api1, "");
     rig.register("api", &api2, "");
-    rig.register("web", &stable, r#","labels":{"canary":"false"}"#);
-    rig.register("web", &canary, r#","labels":{"canary":"true"}"#);
+    rig.register("web", &stable, r#","labels":{"canary":"false","az":"a"}"#);
+    rig.register("web", &canary, r#","labels":{"canary":"true","az":"b"}"#);
     // api has no backend: the agent picks its instances (HAProxy's dynamic backend).
     rig.wait_spread("api.example", None, &["api1", "api2"]);
     let response = rig.get("api.example:8080", None);
     assert_eq!(response.status, 200);
     // web has slots: without a label both instances serve through them.
     rig.wait_spread("web.example", None, &["canary", "stable"]);
-    // A label selector: only matching instances, even for a service with slots.
+    // A label selector from a trusted source: only matching instances, even for a service
+    // with slots.
     rig.wait_spread("web.example", Some("canary=true"), &["canary"]);
     rig.wait_spread("web.example", Some("canary=false"), &["stable"]);
-    assert!(rig.spoa.metric("axon_spoa_spoe_decisions_total{status=\"found\"}") >= 40.0);
+    // Every key of a selector counts, commas and all.
+    rig.wait_spread("web.example", Some("az=b,canary=true"), &["canary"]);
+    let none = rig.spread("web.example", Some("az=a,canary=true"), 4);
+    assert_eq!(none.keys().collect::<Vec<_>>(), ["HTTP 503 no_instance"], "{none:?}");
+    // Only the agent-routed requests reached the agent: api and the labelled ones.
+    assert!(rig.spoa.metric("axon_spoa_spoe_decisions_total{status=\"found\"}") >= 32.0);
 }
 
 #[test]
@@ -139,8 +201,157 @@ fn unknown_services_and_services_without_instances_get_a_503_saying_why() {
     assert!(start.elapsed() < SECOND, "20 refusals took {:?}", start.elapsed());
 }
 
+/// Every proxy name the shipped files declare (frontends, backends, listens, defaults).
+fn shipped_proxy_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for file in ["axon.cfg", "example.cfg", "axon-lua.cfg"] {
+        let text = std::fs::read_to_string(bins::workspace_root().join("haproxy").join(file)).unwrap();
+        for line in text.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            if let ["frontend" | "backend" | "listen" | "defaults", name, ..] = words.as_slice() {
+                names.push((*name).to_owned());
+            }
+        }
+    }
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum AgentState {
+    Up,
+    /// Answering later than the SPOE processing timeout.
+    Slow,
+    Stopped,
+}
+
 #[test]
-fn with_the_agent_dead_slot_backends_keep_serving_and_routing_returns_with_it() {
+fn no_client_chooses_a_backend_whether_the_agent_is_up_slow_or_stopped() {
+    let mut rig = rig();
+    let names = shipped_proxy_names();
+    for expected in ["axon", "axon-admin", "axon-agents", "axon-dynamic", "http", "stats", "web"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} not among {names:?}");
+    }
+    let (stable, canary, api) =
+        (Sample::start("web", "stable"), Sample::start("web", "canary"), Sample::start("api", "a1"));
+    rig.register("web", &stable, r#","labels":{"canary":"false"}"#);
+    rig.register("web", &canary, r#","labels":{"canary":"true"}"#);
+    rig.register("api", &api, "");
+    rig.wait_spread("web.example", None, &["canary", "stable"]);
+    rig.wait_spread("api.example", None, &["a1"]);
+    wait::for_true("web.example in the host map", SECOND * 5, || {
+        rig.haproxy.host_map_entries().get("web.example").map(String::as_str) == Some("web/web")
+    });
+
+    for state in [AgentState::Up, AgentState::Slow, AgentState::Stopped] {
+        let notifies_before = if state == AgentState::Stopped { 0.0 } else { rig.notifies() };
+        match state {
+            AgentState::Up => {}
+            // Past the 50 ms processing timeout, but well within the health check's 500 ms.
+            AgentState::Slow => rig.agent_proxy.delay(Duration::from_millis(120)),
+            AgentState::Stopped => {
+                rig.agent_proxy.delay(Duration::ZERO);
+                rig.spoa.stop();
+                wait::for_true("HAProxy to see the agent down", SECOND * 5, || {
+                    rig.haproxy.servers("axon-agents").iter().all(|s| !s.up)
+                });
+            }
+        }
+        let refused_as = if state == AgentState::Up { "unknown_service" } else { "agent_unavailable" };
+        let baseline = rig.curr_conns();
+        // A client naming each proxy, 200 requests in all: never served by it, never looping.
+        for i in 0..200 {
+            let name = &names[i % names.len()];
+            let host = match i % 4 {
+                0 => name.clone(),
+                1 => format!("{name}:8080"),
+                2 => name.to_ascii_uppercase(),
+                _ => format!("{name}."),
+            };
+            let start = Instant::now();
+            let response = rig.get(&host, None);
+            assert!(
+                response.status == 503 && response.header("x-axon-reason") == Some(refused_as),
+                "{state:?}: Host {host:?} got {} {:?}: {}",
+                response.status,
+                response.header("x-axon-reason"),
+                response.body
+            );
+            assert!(!response.body.contains("Statistics Report") && response.header("x-instance").is_none());
+            assert!(start.elapsed() < SECOND, "{state:?}: Host {host:?} took {:?}", start.elapsed());
+        }
+        wait::for_true(&format!("{state:?}: CurrConns back to {baseline}"), SECOND * 2, || {
+            rig.curr_conns() <= baseline
+        });
+        if state == AgentState::Slow {
+            // Slow, not down: HAProxy still sees the agent up, and asked it every time (it
+            // answered, too late).
+            assert!(rig.haproxy.servers("axon-agents").iter().all(|s| s.up), "the slowed agent was marked down");
+            let asked = rig.notifies() - notifies_before;
+            assert!(asked >= 190.0, "the slowed agent was asked {asked} times for 200 requests");
+        }
+
+        // A mapped host is served whatever the agent's state; a spoofed X-Axon-Service is
+        // replaced, never passed on.
+        let spoof = [("X-Axon-Service", "stats")];
+        let echoed = rig.get_from(None, "/echo/headers", "web.example", None, &spoof);
+        assert_eq!(echoed.status, 200, "{state:?}");
+        let seen: Vec<&str> = echoed.body.lines().filter(|l| l.starts_with("x-axon-service:")).collect();
+        assert_eq!(seen, ["x-axon-service: web"], "{state:?}");
+        // A label from an untrusted source changes nothing: both instances, through the slots.
+        let untrusted = rig.spread_from(Some(UNTRUSTED), "web.example", Some("canary=true"), 12);
+        assert_eq!(untrusted.keys().map(String::as_str).collect::<Vec<_>>(), ["canary", "stable"], "{state:?}");
+        let untrusted_api = rig.spread_from(Some(UNTRUSTED), "api.example", Some("canary=true"), 4);
+        match state {
+            AgentState::Up => {
+                // From a trusted source it selects; a service without slots is reached.
+                assert_eq!(rig.spread("web.example", Some("canary=true"), 8).keys().collect::<Vec<_>>(), ["canary"]);
+                assert_eq!(untrusted_api.keys().collect::<Vec<_>>(), ["a1"]);
+                let echoed = rig.get_from(None, "/echo/headers", "api.example", None, &spoof);
+                let seen: Vec<&str> = echoed.body.lines().filter(|l| l.starts_with("x-axon-service:")).collect();
+                assert_eq!(seen, ["x-axon-service: api"]);
+            }
+            AgentState::Slow | AgentState::Stopped => {
+                // Without the agent nothing else is routed: at once, saying why.
+                let expected = format!("HTTP 503 {refused_as}");
+                assert_eq!(untrusted_api.keys().collect::<Vec<_>>(), [&expected], "{state:?}");
+                assert_eq!(
+                    rig.spread("web.example", Some("canary=true"), 4).keys().collect::<Vec<_>>(),
+                    [&expected],
+                    "{state:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn requests_for_mapped_hosts_skip_the_agent() {
+    let mut rig = rig();
+    let (web, api) = (Sample::start("web", "w1"), Sample::start("api", "a1"));
+    rig.register("web", &web, "");
+    rig.register("api", &api, "");
+    rig.wait_spread("api.example", None, &["a1"]);
+    wait::for_true("web.example in the host map", SECOND * 5, || {
+        rig.haproxy.host_map_entries().contains_key("web.example")
+    });
+    let before = rig.notifies();
+    for _ in 0..50 {
+        assert_eq!(rig.get("web.example", None).header("x-instance"), Some("w1"));
+    }
+    assert_eq!(rig.notifies(), before, "requests for a mapped host asked the agent");
+    for _ in 0..20 {
+        assert_eq!(rig.get("api.example", None).header("x-instance"), Some("a1"));
+    }
+    assert_eq!(rig.notifies(), before + 20.0, "each request for a host not in the map asks the agent once");
+    // A trusted label sends a mapped host's request to the agent too.
+    assert_eq!(rig.get("web.example", Some("anything")).status, 503);
+    assert_eq!(rig.notifies(), before + 21.0);
+}
+
+#[test]
+fn with_the_agent_dead_mapped_hosts_keep_serving_and_routing_returns_with_it() {
     let mut rig = rig();
     let (web, api) = (Sample::start("web", "w1"), Sample::start("api", "a1"));
     rig.register("web", &web, "");
@@ -149,8 +360,8 @@ fn with_the_agent_dead_slot_backends_keep_serving_and_routing_returns_with_it() 
     rig.wait_spread("api.example", None, &["a1"]);
 
     rig.spoa.proc.kill();
-    // Every request for a service with slots is still served, none waiting more than the
-    // processing timeout (50 ms) plus scheduling.
+    // Every request for a mapped host is still served, none waiting more than the processing
+    // timeout (50 ms) plus scheduling.
     for _ in 0..30 {
         let start = Instant::now();
         let response = rig.get("web.example", None);
@@ -161,12 +372,22 @@ fn with_the_agent_dead_slot_backends_keep_serving_and_routing_returns_with_it() 
             start.elapsed()
         );
     }
-    // A service without slots cannot be routed without the agent.
-    assert_ne!(rig.get("api.example", None).status, 200);
+    // A service without slots cannot be routed without the agent: an immediate 503 saying
+    // so, never later than the SPOE processing timeout (50 ms) and scheduling.
+    for _ in 0..20 {
+        let start = Instant::now();
+        let api_response = rig.get("api.example", None);
+        let took = start.elapsed();
+        assert_eq!((api_response.status, api_response.header("x-axon-reason")), (503, Some("agent_unavailable")));
+        assert!(took < Duration::from_millis(150), "a 503 took {took:?} with the agent dead");
+    }
 
+    // Back: HAProxy checks the agent every 500 ms, so it is used again within that, plus the
+    // check and a request.
     rig.spoa.start_again();
     let back = wait::timed(SECOND * 5, || rig.get("api.example", None).status == 200).expect("routing back");
     eprintln!("SPOE routing back {back:?} after axon-spoa answered");
+    assert!(back < Duration::from_millis(700), "routing back only after {back:?}");
     rig.wait_spread("api.example", None, &["a1"]);
     rig.wait_spread("web.example", None, &["w1"]);
 }
@@ -263,7 +484,8 @@ fn raw_clients_sending_bad_frames_get_the_right_status_while_others_keep_working
     let idle = std::thread::spawn(move || {
         let mut raw = Raw::connect(agent);
         raw.send(&hello()[..7]);
-        raw.disconnect_status()
+        let start = Instant::now();
+        (raw.disconnect_status(), start.elapsed())
     });
     let mut n = 100;
     while !idle.is_finished() {
@@ -271,7 +493,10 @@ fn raw_clients_sending_bad_frames_get_the_right_status_while_others_keep_working
         n += 1;
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(idle.join().unwrap(), 2);
+    let (status, lasted) = idle.join().unwrap();
+    assert_eq!(status, 2);
+    // Closed for its idleness, not before: the idle timeout is 2 s here.
+    assert!(lasted >= Duration::from_millis(1900) && lasted < Duration::from_secs(4), "closed after {lasted:?}");
     // Garbage: not a frame type.
     let mut raw = Raw::connect(rig.agent);
     raw.send(&[0, 0, 0, 5, 42, 0, 0, 0, 1]);

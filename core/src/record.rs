@@ -218,13 +218,14 @@ impl<'a> ChildName<'a> {
 }
 
 /// The fuzz target's entry (fuzz/): bytes as a znode's data and as a child's name.
-pub fn fuzz(data: &[u8]) {
-    let _ = Record::from_json(data);
+pub fn fuzz(data: &[u8]) -> bool {
+    let mut parsed = Record::from_json(data).is_ok();
     if let Ok(name) = std::str::from_utf8(data)
         && let Ok(ChildName::Encoded { json, .. }) = ChildName::parse(name)
     {
-        let _ = Record::from_json(&json);
+        parsed |= Record::from_json(&json).is_ok();
     }
+    parsed
 }
 
 fn split_sequence(name: &str) -> (&str, Option<u64>) {

@@ -2,4 +2,6 @@
 //! and the route handler.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| axon_spoa::fuzzing::agent_stream(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    axon_spoa::fuzzing::agent_stream(data);
+});

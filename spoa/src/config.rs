@@ -37,6 +37,8 @@ pub struct Config {
     /// Where the discovered state is kept, so a cold start with ZooKeeper down can use it.
     pub cache_file: Option<PathBuf>,
     pub status_listen: Option<SocketAddr>,
+    /// How request hosts and paths name services: for the SPOE agent and the host map.
+    pub routing: RoutingConfig,
     /// The SPOE agent, if one should listen.
     pub spoe: Option<SpoeConfig>,
     pub services: Vec<ServiceConfig>,
@@ -50,8 +52,14 @@ pub struct SpoeConfig {
     pub max_frame_size: u32,
     /// A connection with nothing to say for this long is closed (status 2).
     pub idle_timeout: Duration,
+}
+
+/// How request hosts and paths name services (`[routing]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingConfig {
     /// A host `<service><suffix>` routes to `<service>`.
     pub host_suffixes: Vec<String>,
+    /// The route table, consulted first.
     pub routes: Vec<RouteConfig>,
 }
 
@@ -69,6 +77,9 @@ pub struct HaproxyConfig {
     pub socket: RuntimeAddress,
     /// Written (as `show servers state` prints it) after changes, for `server-state-file`.
     pub state_file: Option<PathBuf>,
+    /// HAProxy's host map (the file its configuration names in `map(…)`): kept through the
+    /// runtime API, and the file rewritten after changes so that a reload starts with it.
+    pub host_map: Option<PathBuf>,
     /// How often the whole state is read and repaired even without a change.
     pub resync_interval: Duration,
     /// How often HAProxy's pid is read to notice a reload or restart.
@@ -142,6 +153,7 @@ struct RawConfig {
     haproxy: RawHaproxy,
     cache_file: Option<PathBuf>,
     status: Option<RawStatus>,
+    routing: Option<RawRouting>,
     spoe: Option<RawSpoe>,
     #[serde(default)]
     service: Vec<RawService>,
@@ -154,6 +166,14 @@ struct RawSpoe {
     max_connections: Option<usize>,
     max_frame_size: Option<u32>,
     idle_timeout: Option<String>,
+    /// Moved to `[routing]`: refused with a message saying so.
+    host_suffixes: Option<toml::Value>,
+    route: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouting {
     #[serde(default)]
     host_suffixes: Vec<String>,
     #[serde(default)]
@@ -173,6 +193,7 @@ struct RawRoute {
 struct RawHaproxy {
     socket: String,
     state_file: Option<PathBuf>,
+    host_map: Option<String>,
     resync_interval: Option<String>,
     reload_check_interval: Option<String>,
 }
@@ -218,6 +239,12 @@ impl Config {
     }
 }
 
+/// Lowercase host-name characters: what a request's host can be matched against, and what the
+/// host map's keys may hold.
+fn host_chars(host: &str) -> bool {
+    host.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '-' | '_'))
+}
+
 /// A name HAProxy accepts for a proxy or server, and that fits Axon's variables.
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -254,13 +281,15 @@ impl RawConfig {
             }
             services.push(service);
         }
-        let spoe = self.spoe.map(|raw| raw.validate(&check, &names)).transpose()?;
+        let routing = self.routing.unwrap_or_default().validate(&check, &names)?;
+        let spoe = self.spoe.map(|raw| raw.validate(&check)).transpose()?;
         Ok(Config {
             file: file.to_owned(),
             zookeeper,
             haproxy,
             cache_file: self.cache_file,
             status_listen,
+            routing,
             spoe,
             services,
         })
@@ -268,7 +297,16 @@ impl RawConfig {
 }
 
 impl RawSpoe {
-    fn validate(self, check: &Checker<'_>, services: &BTreeSet<String>) -> Result<SpoeConfig, ConfigError> {
+    fn validate(self, check: &Checker<'_>) -> Result<SpoeConfig, ConfigError> {
+        for (field, value) in [("host_suffixes", &self.host_suffixes), ("route", &self.route)] {
+            if let Some(value) = value {
+                return Err(check.invalid(
+                    format!("spoe.{field}"),
+                    value,
+                    format!("it under [routing] (`routing.{field}`): the host map uses it too"),
+                ));
+            }
+        }
         let listen = self
             .listen
             .parse()
@@ -285,13 +323,16 @@ impl RawSpoe {
             Some(t) => check.duration("spoe.idle_timeout", t, Duration::from_millis(100), Duration::from_secs(3600))?,
             None => DEFAULT_SPOE_IDLE_TIMEOUT,
         };
+        Ok(SpoeConfig { listen, max_connections, max_frame_size, idle_timeout })
+    }
+}
+
+impl RawRouting {
+    fn validate(self, check: &Checker<'_>, services: &BTreeSet<String>) -> Result<RoutingConfig, ConfigError> {
         for (i, suffix) in self.host_suffixes.iter().enumerate() {
-            if !suffix.starts_with('.')
-                || suffix.len() < 2
-                || suffix.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace())
-            {
+            if !suffix.starts_with('.') || suffix.len() < 2 || !host_chars(suffix) {
                 return Err(check.invalid(
-                    format!("spoe.host_suffixes[{i}]"),
+                    format!("routing.host_suffixes[{i}]"),
                     quoted(suffix),
                     "a lowercase domain suffix starting with '.', such as \".example\"",
                 ));
@@ -304,7 +345,7 @@ impl RawSpoe {
             .map(|(i, raw)| {
                 if !services.contains(&raw.service) {
                     return Err(check.invalid(
-                        format!("spoe.route[{i}].service"),
+                        format!("routing.route[{i}].service"),
                         quoted(&raw.service),
                         "the name of a configured service",
                     ));
@@ -312,38 +353,26 @@ impl RawSpoe {
                 let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_owned());
                 if !path_prefix.starts_with('/') {
                     return Err(check.invalid(
-                        format!("spoe.route[{i}].path_prefix"),
+                        format!("routing.route[{i}].path_prefix"),
                         quoted(&path_prefix),
                         "a path starting with '/'",
                     ));
                 }
                 let host = match raw.host.as_deref() {
                     None | Some("*") => None,
-                    Some(h)
-                        if !h.is_empty()
-                            && !h.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace() || c == ':') =>
-                    {
-                        Some(h.to_owned())
-                    }
+                    Some(h) if !h.is_empty() && host_chars(h) && !h.ends_with('.') => Some(h.to_owned()),
                     Some(h) => {
                         return Err(check.invalid(
-                            format!("spoe.route[{i}].host"),
+                            format!("routing.route[{i}].host"),
                             quoted(h),
-                            "a lowercase host name without port, or \"*\"",
+                            "a lowercase host name without port or trailing dot, or \"*\"",
                         ));
                     }
                 };
                 Ok(RouteConfig { host, path_prefix, service: raw.service })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(SpoeConfig {
-            listen,
-            max_connections,
-            max_frame_size,
-            idle_timeout,
-            host_suffixes: self.host_suffixes,
-            routes,
-        })
+        Ok(RoutingConfig { host_suffixes: self.host_suffixes, routes })
     }
 }
 
@@ -379,7 +408,30 @@ impl RawHaproxy {
             )?,
             None => DEFAULT_RELOAD_CHECK_INTERVAL,
         };
-        Ok(HaproxyConfig { socket, state_file: self.state_file.clone(), resync_interval, reload_check_interval })
+        let host_map = match &self.host_map {
+            // The runtime API names a map by its file, on a command line split at spaces.
+            Some(path)
+                if path.starts_with('/')
+                    && !path.chars().any(|c| c.is_whitespace() || c.is_control() || matches!(c, ';' | '\\' | '#')) =>
+            {
+                Some(PathBuf::from(path))
+            }
+            Some(path) => {
+                return Err(check.invalid(
+                    "haproxy.host_map",
+                    quoted(path),
+                    "an absolute path without spaces, ';', '\\' or '#', as HAProxy's configuration names it",
+                ));
+            }
+            None => None,
+        };
+        Ok(HaproxyConfig {
+            socket,
+            state_file: self.state_file.clone(),
+            host_map,
+            resync_interval,
+            reload_check_interval,
+        })
     }
 }
 
@@ -544,6 +596,28 @@ drain = "0s""#,
             ),
             ("zk_path = \"/nerve/services/web/services\"", "zk_path = \"nerve\"", "`service[0].zk_path` = \"nerve\""),
             ("[haproxy]", "[haproxy]\nresync_interval = \"1ms\"", "`haproxy.resync_interval` = \"1ms\""),
+            ("[haproxy]", "[haproxy]\nhost_map = \"hosts.map\"", "`haproxy.host_map` = \"hosts.map\""),
+            (
+                "[haproxy]",
+                "[spoe]\nlisten = \"127.0.0.1:1\"\nhost_suffixes = [\".example\"]\n[haproxy]",
+                "`spoe.host_suffixes` = [\".example\"]: expected it under [routing]",
+            ),
+            (
+                "[haproxy]",
+                "[[routing.route]]\nhost = \"shop.example.\"\nservice = \"web\"\n[haproxy]",
+                "`routing.route[0].host` = \"shop.example.\"",
+            ),
+            ("[haproxy]", "[haproxy]\nhost_map = \"/a b.map\"", "`haproxy.host_map` = \"/a b.map\""),
+            (
+                "[haproxy]",
+                "[routing]\nhost_suffixes = [\".ex;ample\"]\n[haproxy]",
+                "`routing.host_suffixes[0]` = \".ex;ample\"",
+            ),
+            (
+                "[haproxy]",
+                "[[routing.route]]\nhost = \"a\\\\b\"\nservice = \"web\"\n[haproxy]",
+                "`routing.route[0].host`",
+            ),
         ];
         for (from, to, expected) in cases {
             let text = MINIMAL.replacen(from, to, 1);

@@ -69,6 +69,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
     tasks.spawn(discovery.run());
     let syncer = Syncer::new(config.clone(), snapshot_rx, sync_tx, metrics, shutdown.clone());
     tasks.spawn(syncer.run());
+    for line in crate::hostmap::describe(&config).lines() {
+        info!("{line}");
+    }
     info!(
         services = config.services.len(),
         zookeeper = %config.zookeeper.hosts,
@@ -119,6 +122,7 @@ fn status(config: &Config, snapshot: &Snapshot, discovery: &DiscoveryStatus, syn
                 "draining": slots.map(|s| &s.draining),
                 "last_change_unix_ms": slots.and_then(|s| s.last_change_unix_ms),
                 "refused": slots.map(|s| &s.refused),
+                "sync_problem": slots.and_then(|s| s.problem.as_ref()),
             })
         })
         .collect();
@@ -131,6 +135,7 @@ fn status(config: &Config, snapshot: &Snapshot, discovery: &DiscoveryStatus, syn
             "applied_version": sync.applied_version,
             "last_pass_unix_ms": sync.last_pass_unix_ms,
             "last_error": sync.last_error,
+            "host_map": sync.host_map,
         },
         "snapshot_version": snapshot.version,
         "services": services,

@@ -21,10 +21,9 @@ const CONFIG: &str = r#"
 connect = "127.0.0.1:2181"
 [haproxy]
 socket = "/s"
-[spoe]
-listen = "127.0.0.1:9103"
+[routing]
 host_suffixes = [".example"]
-[[spoe.route]]
+[[routing.route]]
 path_prefix = "/api/"
 service = "api"
 [[service]]
@@ -61,9 +60,19 @@ fn handler() -> &'static RouteHandler {
         .0
 }
 
+/// How far a connection's bytes took the agent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reached {
+    /// Frames the agent decoded.
+    pub frames: usize,
+    /// ACKs it wrote (NOTIFYs answered).
+    pub acks: usize,
+}
+
 /// A connection's bytes, as the agent reads them: frames answered until the agent closes.
 /// Everything the agent writes must decode as whole frames.
-pub fn agent_stream(data: &[u8]) {
+pub fn agent_stream(data: &[u8]) -> Reached {
+    let mut reached = Reached::default();
     let mut agent = Agent::new(16380);
     let mut input = data;
     let mut output = BytesMut::new();
@@ -71,6 +80,7 @@ pub fn agent_stream(data: &[u8]) {
         match decode_frame(input, agent.read_limit()) {
             Ok(Some((frame, used))) => {
                 input = &input[used..];
+                reached.frames += 1;
                 if agent.on_frame(&frame, handler(), &mut output) == Next::Close {
                     break;
                 }
@@ -85,8 +95,12 @@ pub fn agent_stream(data: &[u8]) {
     let mut written = &output[..];
     while !written.is_empty() {
         match decode_frame(written, u32::MAX) {
-            Ok(Some((_, used))) => written = &written[used..],
+            Ok(Some((frame, used))) => {
+                reached.acks += usize::from(frame.kind == crate::spop::codec::FrameType::Ack);
+                written = &written[used..];
+            }
             other => panic!("the agent wrote something that is not a frame: {other:?}"),
         }
     }
+    reached
 }

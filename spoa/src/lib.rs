@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod discovery;
 pub mod fuzzing;
 pub mod haproxy;
+pub mod hostmap;
 pub mod metrics;
 pub mod model;
 pub mod route;

@@ -35,6 +35,7 @@ fn real_main() -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     if cli.check {
         println!("{}: ok ({} services)", cli.config.display(), config.services.len());
+        println!("{}", axon_spoa::hostmap::describe(&config));
         return Ok(());
     }
     axon_core::runtime::init_tracing();

@@ -22,10 +22,17 @@ pub struct Metrics {
     pub refused_commands: Counter,
     pub resyncs: Family<ReasonLabel, Counter>,
     pub haproxy_up: Gauge,
+    /// 1 for a service whose backend cannot be synced.
+    pub backend_problems: Family<ServiceLabel, Gauge>,
+    /// Hosts the host map should hold.
+    pub host_map_entries: Gauge,
+    /// 1 while HAProxy's host map holds what it should.
+    pub host_map_applied: Gauge,
     /// From a snapshot read from ZooKeeper to HAProxy having accepted its commands.
     pub propagation: Histogram,
     pub spoe_connections: Gauge,
     pub spoe_decisions: Family<ReasonLabel, Counter>,
+    pub spoe_notifies: Counter,
     pub spoe_disconnects: Family<[(&'static str, String); 1], Counter>,
 }
 
@@ -41,9 +48,13 @@ impl Metrics {
             refused_commands: Counter::default(),
             resyncs: Family::default(),
             haproxy_up: Gauge::default(),
+            backend_problems: Family::default(),
+            host_map_entries: Gauge::default(),
+            host_map_applied: Gauge::default(),
             propagation: Histogram::new(exponential_buckets(0.0002, 2.0, 16)),
             spoe_connections: Gauge::default(),
             spoe_decisions: Family::default(),
+            spoe_notifies: Counter::default(),
             spoe_disconnects: Family::default(),
         };
         let mut registry = Registry::with_prefix("axon_spoa");
@@ -56,6 +67,21 @@ impl Metrics {
         registry.register("refused_commands", "Runtime API commands HAProxy refused", metrics.refused_commands.clone());
         registry.register("resyncs", "Full reads and repairs of HAProxy's state, by reason", metrics.resyncs.clone());
         registry.register("haproxy_up", "1 while HAProxy's runtime API answers", metrics.haproxy_up.clone());
+        registry.register(
+            "backend_problems",
+            "1 for a service whose HAProxy backend cannot be synced (missing from HAProxy, unreadable)",
+            metrics.backend_problems.clone(),
+        );
+        registry.register(
+            "host_map_entries",
+            "Hosts HAProxy's host map should hold (routed without the agent)",
+            metrics.host_map_entries.clone(),
+        );
+        registry.register(
+            "host_map_applied",
+            "1 while HAProxy's host map holds what it should, 0 while it cannot be kept",
+            metrics.host_map_applied.clone(),
+        );
         registry.register_with_unit(
             "propagation",
             "From a change read in ZooKeeper to HAProxy having applied it",
@@ -64,6 +90,7 @@ impl Metrics {
         );
         registry.register("spoe_connections", "SPOE connections open", metrics.spoe_connections.clone());
         registry.register("spoe_decisions", "SPOE route decisions, by status", metrics.spoe_decisions.clone());
+        registry.register("spoe_notifies", "SPOE NOTIFY frames answered", metrics.spoe_notifies.clone());
         registry.register(
             "spoe_disconnects",
             "SPOE connections the agent ended, by SPOP status code",
@@ -85,6 +112,10 @@ impl Metrics {
         let label = [("service", service.to_owned())];
         self.instances.get_or_create(&label).set(i64::try_from(instances).unwrap_or(i64::MAX));
         self.problems.get_or_create(&label).set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
+    pub fn backend_problem(&self, service: &str, problem: bool) {
+        self.backend_problems.get_or_create(&[("service", service.to_owned())]).set(i64::from(problem));
     }
 
     pub fn resync(&self, reason: &'static str) {

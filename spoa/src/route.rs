@@ -6,12 +6,15 @@
 //!    configured suffix, such as `web.example` with suffix `.example`. Hosts arrive lowercased
 //!    (the shipped SPOE message does that) and any `:port` is ignored.
 //! 2. Without a label selector, a service with a backend of slots goes there: HAProxy balances
-//!    and health-checks its own servers.
+//!    and health-checks its own servers. (Unless it has been discovered with no instance at
+//!    all: then it has none, as for a service without slots.) The hosts for which this is the
+//!    answer whatever the path are [`Routes::host_routes`]: axon-spoa puts them in HAProxy's
+//!    host map ([`crate::hostmap`]), so HAProxy routes them without asking.
 //! 3. Otherwise (no backend, or a selector such as `canary=true` or `az=a,canary=true`; a bare
 //!    `canary` only asks for the label to exist), the agent picks an instance itself among those
 //!    that match, by weighted round robin (weight 0 is never picked).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::config::{Config, RouteConfig};
@@ -41,6 +44,16 @@ impl Decision<'_> {
     }
 }
 
+/// A host HAProxy can route by itself: requests for it without a label go to `backend`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRoute {
+    /// Lowercase, without port.
+    pub host: String,
+    /// The service's name as configured.
+    pub service: String,
+    pub backend: String,
+}
+
 /// A request's routing inputs, as HAProxy sent them.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Request<'a> {
@@ -66,8 +79,7 @@ pub struct Routes {
 
 impl Routes {
     pub fn new(config: &Config) -> Routes {
-        let spoe = config.spoe.as_ref();
-        let mut table: Vec<RouteConfig> = spoe.map(|s| s.routes.clone()).unwrap_or_default();
+        let mut table: Vec<RouteConfig> = config.routing.routes.clone();
         for route in &mut table {
             route.service.make_ascii_lowercase();
         }
@@ -81,18 +93,24 @@ impl Routes {
                 (s.name.to_ascii_lowercase(), target)
             })
             .collect();
-        Routes { suffixes: spoe.map(|s| s.host_suffixes.clone()).unwrap_or_default(), table, targets }
+        Routes { suffixes: config.routing.host_suffixes.clone(), table, targets }
     }
 
     pub fn decide<'a>(&'a self, snapshot: &'a Snapshot, request: &Request<'_>) -> Decision<'a> {
         let Some((service, target)) = self.service(request) else { return Decision::UnknownService };
         let selector = request.label.filter(|l| !l.is_empty());
+        let view = snapshot.service(service);
         if selector.is_none()
             && let Some(backend) = &target.backend
         {
-            return Decision::Backend { service, backend };
+            // Not yet discovered (ZooKeeper down at start, say): HAProxy's slots are as they
+            // were, so they are still the best answer.
+            if view.is_none_or(|v| !v.instances.is_empty()) {
+                return Decision::Backend { service, backend };
+            }
+            return Decision::NoInstance { service };
         }
-        let instances = snapshot.service(service).map(|v| v.instances.as_slice()).unwrap_or_default();
+        let instances = view.map(|v| v.instances.as_slice()).unwrap_or_default();
         let eligible = |i: &&Instance| i.weight > 0 && selector.is_none_or(|s| matches(s, i));
         let total: u64 = instances.iter().filter(eligible).map(|i| u64::from(i.weight)).sum();
         if total == 0 {
@@ -107,6 +125,56 @@ impl Routes {
             ticket -= weight;
         }
         Decision::NoInstance { service }
+    }
+
+    /// The hosts whose requests without a label go to a slot backend whatever their path: for
+    /// each, its service and backend. A host of the route table qualifies when all its entries
+    /// name one service and one of them covers every path (`/`); a host `<service><suffix>`
+    /// when no entry of the table can apply to it (none for that host, no `*` entry).
+    pub fn host_routes(&self) -> Vec<HostRoute> {
+        let mut hosts: BTreeMap<String, HostRoute> = BTreeMap::new();
+        let any_host = self.table.iter().any(|r| r.host.is_none());
+        let mut table_hosts: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
+        for route in &self.table {
+            if let Some(host) = &route.host {
+                table_hosts.entry(host.as_str()).or_default().push(route);
+            }
+        }
+        let route_to = |host: &str, target: &Target| {
+            target.backend.as_ref().map(|backend| HostRoute {
+                host: host.to_owned(),
+                service: target.name.clone(),
+                backend: backend.clone(),
+            })
+        };
+        for (host, entries) in &table_hosts {
+            let one_service = entries.iter().all(|r| r.service == entries[0].service);
+            let whole = entries.iter().any(|r| r.path_prefix == "/");
+            if one_service
+                && whole
+                && let Some(route) = self.targets.get(entries[0].service.as_str()).and_then(|t| route_to(host, t))
+            {
+                hosts.insert(route.host.clone(), route);
+            }
+        }
+        if !any_host {
+            for (name, target) in &self.targets {
+                for suffix in &self.suffixes {
+                    let host = format!("{name}{suffix}");
+                    if table_hosts.contains_key(host.as_str()) || hosts.contains_key(&host) {
+                        continue;
+                    }
+                    // The suffix rule itself must pick this service for this host.
+                    let request = Request { host: host.as_bytes(), path: b"/", label: None };
+                    if self.service(&request).is_some_and(|(_, t)| std::ptr::eq(t, target))
+                        && let Some(route) = route_to(&host, target)
+                    {
+                        hosts.insert(host, route);
+                    }
+                }
+            }
+        }
+        hosts.into_values().collect()
     }
 
     fn service(&self, request: &Request<'_>) -> Option<(&str, &Target)> {
@@ -163,14 +231,13 @@ mod tests {
 connect = "127.0.0.1:2181"
 [haproxy]
 socket = "/s"
-[spoe]
-listen = "127.0.0.1:9103"
+[routing]
 host_suffixes = [".example", ".svc.local"]
-[[spoe.route]]
+[[routing.route]]
 host = "shop.example.com"
 path_prefix = "/api/"
 service = "api"
-[[spoe.route]]
+[[routing.route]]
 path_prefix = "/static/"
 service = "cdn"
 [[service]]
@@ -222,6 +289,106 @@ zk_path = "/cdn"
             Decision::Backend { service: "web", backend: "web" }
         );
         assert_eq!(routes.decide(&snap, &request("web.example.", "/", None)).status(), "found");
+    }
+
+    #[test]
+    fn a_service_with_slots_discovered_empty_has_no_instance() {
+        let routes = routes();
+        let empty = snapshot(&[("web", vec![])]);
+        assert_eq!(routes.decide(&empty, &request("web.example", "/", None)), Decision::NoInstance { service: "web" });
+        // Never discovered: HAProxy's slots as they are.
+        let unknown = snapshot(&[]);
+        assert_eq!(
+            routes.decide(&unknown, &request("web.example", "/", None)),
+            Decision::Backend { service: "web", backend: "web" }
+        );
+    }
+
+    fn host_routes(config: &str) -> Vec<(String, String, String)> {
+        let routes = Routes::new(&Config::parse(Path::new("t.toml"), config).unwrap());
+        routes.host_routes().into_iter().map(|r| (r.host, r.service, r.backend)).collect()
+    }
+
+    const HOSTS: &str = r#"
+[zookeeper]
+connect = "127.0.0.1:2181"
+[haproxy]
+socket = "/s"
+[routing]
+host_suffixes = [".example", ".svc.local"]
+[[routing.route]]
+host = "www.shop.com"
+service = "Web"
+[[routing.route]]
+host = "split.shop.com"
+path_prefix = "/api/"
+service = "api"
+[[routing.route]]
+host = "split.shop.com"
+service = "Web"
+[[routing.route]]
+host = "same.shop.com"
+path_prefix = "/v2/"
+service = "Web"
+[[routing.route]]
+host = "same.shop.com"
+service = "Web"
+[[routing.route]]
+host = "part.shop.com"
+path_prefix = "/only/"
+service = "Web"
+[[routing.route]]
+host = "api.example"
+service = "Web"
+[[service]]
+name = "Web"
+zk_path = "/web"
+backend = "be_web"
+[[service]]
+name = "api"
+zk_path = "/api"
+backend = "be_api"
+[[service]]
+name = "cdn"
+zk_path = "/cdn"
+"#;
+
+    #[test]
+    fn host_routes_are_the_hosts_whose_path_never_matters() {
+        let route =
+            |host: &str, service: &str, backend: &str| (host.to_owned(), service.to_owned(), backend.to_owned());
+        assert_eq!(
+            host_routes(HOSTS),
+            [
+                // The table's api.example entry wins over the suffix rule.
+                route("api.example", "Web", "be_web"),
+                route("api.svc.local", "api", "be_api"),
+                route("same.shop.com", "Web", "be_web"),
+                route("web.example", "Web", "be_web"),
+                route("web.svc.local", "Web", "be_web"),
+                route("www.shop.com", "Web", "be_web"),
+                // Not split.shop.com (two services), part.shop.com (one path only), nor any
+                // host of cdn (no backend).
+            ]
+        );
+        // Every one of them is routed to that backend whatever the path.
+        let routes = Routes::new(&Config::parse(Path::new("t.toml"), HOSTS).unwrap());
+        let snap = snapshot(&[("Web", vec![instance(1, 1, &[])]), ("api", vec![instance(2, 1, &[])])]);
+        for r in routes.host_routes() {
+            for path in ["/", "/api/x", "/v2/", "/only/x", "/static/"] {
+                assert_eq!(
+                    routes.decide(&snap, &request(&r.host, path, None)),
+                    Decision::Backend { service: &r.service, backend: &r.backend },
+                    "{} {path}",
+                    r.host
+                );
+            }
+        }
+        // An entry for any host may take any host's paths: no suffix host is then certain.
+        let star =
+            HOSTS.to_owned() + "[[routing.route]]\nhost = \"*\"\npath_prefix = \"/static/\"\nservice = \"cdn\"\n";
+        let hosts: Vec<String> = host_routes(&star).into_iter().map(|r| r.0).collect();
+        assert_eq!(hosts, ["api.example", "same.shop.com", "www.shop.com"]);
     }
 
     #[test]

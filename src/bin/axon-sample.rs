@@ -2,8 +2,10 @@
 //!
 //! Answers every request with `<service> <instance>` and `X-Service`/`X-Instance` headers;
 //! `/health` answers 200 `OK`, or 503 after `POST /admin/fail` until `POST /admin/recover`;
-//! `/admin/connections` tells how many connections it accepted. Listens on every `--listen`
-//! address given.
+//! `/admin/connections` tells how many connections it accepted; `/echo/headers` answers with
+//! the request's headers, one `name: value` a line (what reached the instance); `/slow/<ms>`
+//! answers like `/` after that many milliseconds (at most 10 s), so a load keeps requests in
+//! flight. Listens on every `--listen` address given.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +61,8 @@ async fn serve(args: Args) -> anyhow::Result<()> {
             "/admin/connections",
             get(|State(s): State<Shared>| async move { s.connections.load(Ordering::Relaxed).to_string() }),
         )
+        .route("/echo/headers", get(echo_headers))
+        .route("/slow/{ms}", get(slow))
         .fallback(hello)
         .with_state(sample.clone());
     let mut servers = tokio::task::JoinSet::new();
@@ -89,6 +93,19 @@ fn identify(sample: &Sample, status: StatusCode, body: String) -> Response {
 
 async fn hello(State(sample): State<Shared>) -> Response {
     let body = format!("{} {}\n", sample.service, sample.instance);
+    identify(&sample, StatusCode::OK, body)
+}
+
+async fn slow(state: State<Shared>, axum::extract::Path(ms): axum::extract::Path<u64>) -> Response {
+    tokio::time::sleep(std::time::Duration::from_millis(ms.min(10_000))).await;
+    hello(state).await
+}
+
+async fn echo_headers(State(sample): State<Shared>, headers: axum::http::HeaderMap) -> Response {
+    let body: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+        .collect();
     identify(&sample, StatusCode::OK, body)
 }
 

@@ -73,13 +73,16 @@ pub struct Backend<'a> {
 }
 
 /// A shipped HAProxy file (`haproxy/<name>`) with its machine paths pointed into `dir`: the
-/// runtime socket, the state file, and the SPOE engine file (the shipped one).
+/// runtime socket, the state file, the host map and the trusted sources (`dir`'s), and the SPOE
+/// engine file and Lua view (the shipped ones).
 pub fn shipped_config(dir: &HaproxyDir, name: &str) -> String {
     let root = bins::workspace_root();
     std::fs::read_to_string(root.join("haproxy").join(name))
         .unwrap_or_else(|e| panic!("reading haproxy/{name}: {e}"))
         .replace("/run/haproxy/axon.sock", &dir.socket().display().to_string())
         .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string())
+        .replace("/var/lib/haproxy/axon-hosts.map", &dir.host_map().display().to_string())
+        .replace("/etc/haproxy/axon-trusted-sources.lst", &dir.trusted_sources().display().to_string())
         .replace("/etc/haproxy/spoe-axon.conf", &root.join("haproxy/spoe-axon.conf").display().to_string())
         .replace("/etc/haproxy/axon.lua", &root.join("lua/axon.lua").display().to_string())
 }
@@ -110,14 +113,43 @@ pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>], agent_
     config
 }
 
+/// `config` without its SPOE filter (and the rule that sends its group): the shipped frontend
+/// as it routes without any agent, through the host map alone.
+pub fn without_spoe(config: &str) -> String {
+    config
+        .lines()
+        .filter(|l| {
+            let line = l.trim_start();
+            !line.starts_with("filter spoe") && !line.starts_with("http-request send-spoe-group")
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
 /// A directory for an HAProxy, before it starts: configurations refer to its socket path.
 pub struct HaproxyDir {
     dir: tempfile::TempDir,
 }
 
 impl HaproxyDir {
+    /// A new directory with the files HAProxy needs before it starts, as a package installs
+    /// them: an empty host map and the shipped (empty) list of trusted sources.
     pub fn new() -> HaproxyDir {
-        HaproxyDir { dir: workdir("haproxy") }
+        let dir = HaproxyDir { dir: workdir("haproxy") };
+        std::fs::write(dir.host_map(), "").expect("creating the host map");
+        std::fs::copy(bins::workspace_root().join("haproxy/axon-trusted-sources.lst"), dir.trusted_sources())
+            .expect("copying the trusted sources");
+        dir
+    }
+
+    /// The host map file configurations should name (axon-spoa keeps it).
+    pub fn host_map(&self) -> PathBuf {
+        self.dir.path().join("hosts.map")
+    }
+
+    /// The trusted-sources pattern file configurations should name.
+    pub fn trusted_sources(&self) -> PathBuf {
+        self.dir.path().join("trusted-sources.lst")
     }
 
     pub fn path(&self) -> &Path {
@@ -184,6 +216,14 @@ impl Haproxy {
         self.dir.path().join("server-state")
     }
 
+    pub fn host_map(&self) -> PathBuf {
+        self.dir.path().join("hosts.map")
+    }
+
+    pub fn trusted_sources(&self) -> PathBuf {
+        self.dir.path().join("trusted-sources.lst")
+    }
+
     pub fn config_path(&self) -> &Path {
         &self.cfg
     }
@@ -201,6 +241,26 @@ impl Haproxy {
     pub fn info(&self, field: &str) -> Option<String> {
         let info = self.try_runtime("show info").ok()?;
         info.lines().find_map(|l| l.strip_prefix(&format!("{field}: ")).map(str::to_owned))
+    }
+
+    /// The current sessions of `backend`'s server at `addr` (`ip:port`): `scur` from `show stat`,
+    /// the requests HAProxy has in flight on it.
+    pub fn sessions_on(&self, backend: &str, addr: &str) -> Option<u64> {
+        let name = self.servers(backend).into_iter().find(|s| s.addr == addr)?.name;
+        let text = self.try_runtime("show stat").ok()?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next()?.trim_start_matches("# ").split(',').collect();
+        let (px, sv, scur) = (
+            header.iter().position(|c| *c == "pxname")?,
+            header.iter().position(|c| *c == "svname")?,
+            header.iter().position(|c| *c == "scur")?,
+        );
+        lines
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|f| f.get(px) == Some(&backend) && f.get(sv) == Some(&name.as_str()))?
+            .get(scur)?
+            .parse()
+            .ok()
     }
 
     /// The master process id.
@@ -224,6 +284,19 @@ impl Haproxy {
     /// Every server of `backend`, parsed from `show servers state`.
     pub fn servers(&self, backend: &str) -> Vec<Server> {
         servers_state(&self.runtime(&format!("show servers state {backend}")))
+    }
+
+    /// The host map's entries (`show map`), key → value; parsed here independently of
+    /// axon-spoa.
+    pub fn host_map_entries(&self) -> std::collections::BTreeMap<String, String> {
+        let text = self.runtime(&format!("show map {}", self.host_map().display()));
+        text.lines()
+            .filter_map(|line| {
+                let mut words = line.split_whitespace();
+                let _pointer = words.next().filter(|p| p.starts_with("0x"))?;
+                Some((words.next()?.to_owned(), words.collect::<Vec<_>>().join(" ")))
+            })
+            .collect()
     }
 
     /// The worker's pid from `show info`.

@@ -1,7 +1,7 @@
 //! A minimal blocking HTTP/1.1 client for tests: one request per connection.
 
 use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Duration;
 
 /// A response: status, headers (lowercased names) and body.
@@ -20,8 +20,34 @@ impl Response {
 
 /// Sends `method path` with `headers` to `addr`; `Err` on any I/O or parse failure.
 pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)]) -> Result<Response, String> {
-    let mut stream =
+    let stream =
         TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+    exchange(stream, addr, method, path, headers)
+}
+
+/// The same from the local address `source` (any of 127.0.0.0/8 on loopback), as a client of
+/// another host would be seen.
+pub fn request_from(
+    source: IpAddr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)
+        .map_err(|e| e.to_string())?;
+    socket.bind(&SocketAddr::new(source, 0).into()).map_err(|e| format!("bind {source}: {e}"))?;
+    socket.connect_timeout(&addr.into(), Duration::from_secs(2)).map_err(|e| format!("connect {addr}: {e}"))?;
+    exchange(socket.into(), addr, method, path, headers)
+}
+
+fn exchange(
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
     stream.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: 0\r\n");
     if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {

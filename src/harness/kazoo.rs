@@ -45,7 +45,9 @@ impl Kazoo {
     pub fn connect(hosts: &str) -> Kazoo {
         let script = bins::workspace_root().join("tests/support/kazoo_cli.py");
         use std::os::unix::process::CommandExt as _;
-        let mut child = Command::new(python())
+        let mut command = Command::new(python());
+        super::process::mark(&mut command);
+        let mut child = command
             .process_group(0)
             .arg(script)
             .arg(hosts)
@@ -103,12 +105,32 @@ impl Kazoo {
         serde_json::from_value(self.ok(json!({"op": "records", "path": path}))).unwrap_or_default()
     }
 
+    /// Every child's data, by child name, each read giving up after `within` (while
+    /// ZooKeeper is away, say): `Err` then.
+    pub fn try_records(&mut self, path: &str, within: std::time::Duration) -> Result<BTreeMap<String, String>, String> {
+        let value = self.call(json!({"op": "records", "path": path, "within": within.as_secs_f64()}))?;
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
     /// Creates a node (parents as needed); returns the created path. Ephemeral nodes live as
     /// long as this Kazoo.
     pub fn create(&mut self, path: &str, data: &str, ephemeral: bool, sequence: bool) -> String {
         let created =
             self.ok(json!({"op": "create", "path": path, "data": data, "ephemeral": ephemeral, "sequence": sequence}));
         created.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// [`Kazoo::create`], also returning when ZooKeeper's answer reached the client, on the
+    /// monotonic clock ([`monotonic_ns`]).
+    pub fn create_timed(&mut self, path: &str, data: &str, ephemeral: bool, sequence: bool) -> (String, u64) {
+        let reply = self.ok(json!({"op": "create", "path": path, "data": data, "ephemeral": ephemeral, "sequence": sequence, "timed": true}));
+        (reply["path"].as_str().unwrap_or_default().to_owned(), reply["acked_ns"].as_u64().unwrap_or_default())
+    }
+
+    /// [`Kazoo::delete`] (not recursive), returning when ZooKeeper's answer reached the client.
+    pub fn delete_timed(&mut self, path: &str) -> u64 {
+        let reply = self.ok(json!({"op": "delete", "path": path, "recursive": false, "timed": true}));
+        reply["acked_ns"].as_u64().unwrap_or_default()
     }
 
     pub fn set(&mut self, path: &str, data: &str) {
@@ -122,6 +144,17 @@ impl Kazoo {
     pub fn session_id(&mut self) -> String {
         self.ok(json!({"op": "session"})).as_str().unwrap_or_default().to_owned()
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock kazoo's timed operations report on (and the one
+/// `Instant` reads on Linux).
+pub fn monotonic_ns() -> u64 {
+    let mut now = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec it is given.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now);
+    }
+    u64::try_from(now.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(now.tv_nsec).unwrap_or(0)
 }
 
 impl Drop for Kazoo {

@@ -7,6 +7,35 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// The environment variable every process the harness starts carries (and passes on to its
+/// own children), naming the harness's process: how [`leftovers`] finds them all, however deep.
+pub const OWNER: &str = "AXON_HARNESS_OWNER";
+
+/// Marks `command` as started by this process (see [`OWNER`]).
+pub fn mark(command: &mut Command) {
+    command.env(OWNER, std::process::id().to_string());
+}
+
+/// Every process still running that this process started, directly or through its children
+/// (even those whose parent has exited since), as `pid (name)`.
+pub fn leftovers() -> Vec<String> {
+    let me = std::process::id();
+    let marker = format!("{OWNER}={me}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else { continue };
+        if environ.split(|&b| b == 0).any(|var| var == marker.as_bytes()) {
+            let name = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+            found.push(format!("{pid} ({})", name.trim()));
+        }
+    }
+    found
+}
+
 /// A running (or exited) child process.
 #[derive(Debug)]
 pub struct Proc {
@@ -27,6 +56,7 @@ impl Proc {
         // A process group of its own: a terminal's Ctrl-C reaches the harness's owner, which
         // stops its children in order, rather than every child at once.
         command.stdin(Stdio::null()).stdout(out).stderr(err).process_group(0);
+        mark(command);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to SIGKILL this child
         // when the thread that spawned it exits, so nothing outlives a killed test run.
         unsafe {
@@ -137,7 +167,14 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("---- last lines of {} ({}) ----\n{}\n----", self.name, self.log.display(), self.log_tail(40));
+            // Not eprintln!: a closed stderr must not stop the cleanup with a second panic.
+            let tail = format!(
+                "---- last lines of {} ({}) ----\n{}\n----\n",
+                self.name,
+                self.log.display(),
+                self.log_tail(40)
+            );
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), tail.as_bytes());
         }
         if self.stop_signal == libc::SIGKILL {
             self.kill();

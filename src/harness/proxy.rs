@@ -2,7 +2,8 @@
 //! ZooKeeper (or anything) without touching the server: while cut, the existing connections
 //! go silent (nothing relayed either way, nothing closed: a partition, not a refusal) and new
 //! ones are accepted and left silent; once restored, new connections are relayed again (the
-//! silenced ones stay dead, as after a real partition).
+//! silenced ones stay dead, as after a real partition). It can also slow a peer down: with a
+//! delay set, everything relayed waits that long first.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -21,6 +22,8 @@ struct State {
     /// Bumped by every cut: connections of an older generation relay nothing.
     generation: AtomicU64,
     cut: AtomicBool,
+    /// Milliseconds each relayed chunk waits.
+    delay_ms: AtomicU64,
     stop: AtomicBool,
     /// Streams to close when the proxy goes away.
     streams: Mutex<Vec<TcpStream>>,
@@ -35,6 +38,7 @@ impl Proxy {
             target,
             generation: AtomicU64::new(0),
             cut: AtomicBool::new(false),
+            delay_ms: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
         });
@@ -52,6 +56,11 @@ impl Proxy {
     /// Heals the partition for new connections.
     pub fn restore(&self) {
         self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Makes everything relayed from now on wait `delay` (zero: relay at once again).
+    pub fn delay(&self, delay: Duration) {
+        self.state.delay_ms.store(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
     }
 }
 
@@ -112,6 +121,10 @@ fn relay(mut from: TcpStream, mut to: TcpStream, generation: u64, state: &State)
                 return;
             }
             Ok(n) => {
+                let delay = state.delay_ms.load(Ordering::SeqCst);
+                if delay > 0 {
+                    std::thread::sleep(Duration::from_millis(delay));
+                }
                 if state.generation.load(Ordering::SeqCst) != generation {
                     continue;
                 }

@@ -7,6 +7,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
+use super::haproxy::Haproxy;
 use super::process::Proc;
 use super::{bins, http, ports, wait, workdir};
 
@@ -35,18 +36,20 @@ impl SpoaDir {
         self.dir.path().join("cache.json")
     }
 
-    /// The top of a configuration: cache, status endpoint, ZooKeeper and HAProxy; services
-    /// follow. Resyncs every second and polls HAProxy's pid every 100 ms to keep tests short.
-    pub fn header(&self, zk: &str, socket: &Path, state_file: Option<&Path>) -> String {
+    /// The top of a configuration: cache, status endpoint, ZooKeeper and `haproxy`'s runtime
+    /// socket and host map (and state file, if given); services follow. Resyncs every second
+    /// and polls HAProxy's pid every 100 ms to keep tests short.
+    pub fn header(&self, zk: &str, haproxy: &Haproxy, state_file: Option<&Path>) -> String {
         let state_file =
             state_file.map(|p| format!("state_file = {:?}\n", p.display().to_string())).unwrap_or_default();
         format!(
             "cache_file = {:?}\n\n[status]\nlisten = \"127.0.0.1:{}\"\n\n[zookeeper]\nconnect = {zk:?}\nsession_timeout = \"4s\"\n\
-             reconnect_backoff_max = \"500ms\"\n\n[haproxy]\nsocket = {:?}\n{state_file}resync_interval = \"1s\"\n\
+             reconnect_backoff_max = \"500ms\"\n\n[haproxy]\nsocket = {:?}\nhost_map = {:?}\n{state_file}resync_interval = \"1s\"\n\
              reload_check_interval = \"100ms\"\n\n",
             self.cache_file().display().to_string(),
             self.status_port,
-            socket.display().to_string(),
+            haproxy.socket().display().to_string(),
+            haproxy.host_map().display().to_string(),
         )
     }
 

@@ -123,6 +123,11 @@ impl Ensemble {
         &self.nodes[i]
     }
 
+    /// The process ids of the running nodes.
+    pub fn pids(&self) -> Vec<i32> {
+        self.nodes.iter().filter_map(|n| n.proc.as_ref().map(Proc::pid)).collect()
+    }
+
     /// Waits until every running node serves.
     pub fn wait_serving(&self) {
         for (i, node) in self.nodes.iter().enumerate() {
@@ -206,7 +211,8 @@ pub fn four_letter(port: u16, command: &str) -> Option<String> {
 /// One standalone ZooKeeper shared by every test of a test binary that only reads and writes
 /// znodes (each test isolates itself under a path of its own). It lives as long as the test
 /// process: it is started from a thread that never exits, so PR_SET_PDEATHSIG fires only when
-/// the process ends.
+/// the process ends; and when the process exits normally, a hook kills it and removes its
+/// directory (nothing else would: the ensemble is never dropped).
 pub fn shared() -> &'static str {
     static SHARED: OnceLock<String> = OnceLock::new();
     SHARED.get_or_init(|| {
@@ -215,6 +221,12 @@ pub fn shared() -> &'static str {
             .name("shared-zookeeper".into())
             .spawn(move || {
                 let ensemble = Ensemble::standalone();
+                *SHARED_LEFTOVERS.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((ensemble.pids(), ensemble._dir.path().to_owned()));
+                // SAFETY: registering a plain `extern "C"` function with no arguments.
+                unsafe {
+                    libc::atexit(remove_shared);
+                }
                 let _ = tx.send(ensemble.connect_string());
                 let _keep = ensemble;
                 loop {
@@ -224,6 +236,21 @@ pub fn shared() -> &'static str {
             .expect("spawning the shared ZooKeeper thread");
         rx.recv().expect("the shared ZooKeeper did not start")
     })
+}
+
+/// The shared ZooKeeper's processes and directory, for [`remove_shared`].
+static SHARED_LEFTOVERS: std::sync::Mutex<Option<(Vec<i32>, PathBuf)>> = std::sync::Mutex::new(None);
+
+extern "C" fn remove_shared() {
+    let Some((pids, dir)) = SHARED_LEFTOVERS.lock().ok().and_then(|mut l| l.take()) else { return };
+    for pid in pids {
+        // SAFETY: kill and waitpid on this process's own children.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, std::ptr::null_mut(), 0);
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// A path unique to this process and call, for a test to isolate itself under.

@@ -5,17 +5,22 @@ process serves a whole test. Commands:
   {"op": "children", "path": p}                  -> {"ok": [names]}   (null if no node)
   {"op": "get", "path": p}                       -> {"ok": {"data": text, "owner": int, "ctime": int}} (null if none)
   {"op": "records", "path": p}                   -> {"ok": {child: text}} data of every child
+      with "within": seconds, each read gives up after that long (while ZooKeeper is away, say)
   {"op": "create", "path": p, "data": text, "ephemeral": bool, "sequence": bool}
                                                  -> {"ok": created_path}
   {"op": "set", "path": p, "data": text}         -> {"ok": null}
   {"op": "delete", "path": p, "recursive": bool} -> {"ok": null}
   {"op": "session"}                              -> {"ok": "0x..."}
+  "create" and "delete" with "timed": true answer {"ok": {"path": p, "acked_ns": t}}: t is
+  CLOCK_MONOTONIC (as Rust's Instant reads it) in nanoseconds, taken as ZooKeeper's answer
+  reached this client, so a caller can time from that moment on the same clock
 Errors answer {"error": "..."}.
 """
 
 import json
 import logging
 import sys
+import time
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
@@ -54,35 +59,43 @@ def handle(client, cmd):
             return None
         return {"data": data.decode("utf-8", "replace"), "owner": stat.ephemeralOwner, "ctime": stat.ctime}
     if op == "records":
+        within = cmd.get("within")
         out = {}
         try:
-            children = client.get_children(path)
+            children = client.get_children_async(path).get(timeout=within)
         except NoNodeError:
             return {}
         for child in children:
             try:
-                data, _ = client.get(f"{path}/{child}")
+                data, _ = client.get_async(f"{path}/{child}").get(timeout=within)
             except NoNodeError:
                 continue
             out[child] = data.decode("utf-8", "replace")
         return out
     if op == "create":
-        return client.create(
+        created = client.create(
             path,
             cmd.get("data", "").encode(),
             ephemeral=cmd.get("ephemeral", False),
             sequence=cmd.get("sequence", False),
             makepath=True,
         )
+        return timed(cmd, created)
     if op == "set":
         client.set(path, cmd["data"].encode())
         return None
     if op == "delete":
         client.delete(path, recursive=cmd.get("recursive", False))
-        return None
+        return timed(cmd, None)
     if op == "session":
         return hex(client.client_id[0])
     raise ValueError(f"unknown op {op}")
+
+
+def timed(cmd, result):
+    if not cmd.get("timed"):
+        return result
+    return {"path": result, "acked_ns": time.clock_gettime_ns(time.CLOCK_MONOTONIC)}
 
 
 if __name__ == "__main__":

@@ -39,6 +39,27 @@ pub enum Command {
     ShowServersState {
         backend: String,
     },
+    /// A map's entries (`show map <file>`).
+    ShowMap {
+        map: String,
+    },
+    /// A key the map lacks.
+    AddMap {
+        map: String,
+        key: String,
+        value: String,
+    },
+    /// A new value for every entry of `key`.
+    SetMap {
+        map: String,
+        key: String,
+        value: String,
+    },
+    /// Every entry of `key`.
+    DelMap {
+        map: String,
+        key: String,
+    },
 }
 
 impl fmt::Display for Command {
@@ -69,23 +90,15 @@ impl fmt::Display for Command {
             }
             Command::EnableHealth { backend, server } => write!(f, "enable health {backend}/{server}"),
             Command::ShowServersState { backend } => write!(f, "show servers state {backend}"),
+            Command::ShowMap { map } => write!(f, "show map {map}"),
+            Command::AddMap { map, key, value } => write!(f, "add map {map} {key} {value}"),
+            Command::SetMap { map, key, value } => write!(f, "set map {map} {key} {value}"),
+            Command::DelMap { map, key } => write!(f, "del map {map} {key}"),
         }
     }
 }
 
 impl Command {
-    /// The backend the command is about.
-    pub fn backend(&self) -> &str {
-        match self {
-            Command::SetAddr { backend, .. }
-            | Command::SetWeight { backend, .. }
-            | Command::SetState { backend, .. }
-            | Command::AddServer { backend, .. }
-            | Command::EnableHealth { backend, .. }
-            | Command::ShowServersState { backend } => backend,
-        }
-    }
-
     /// Whether `reply` means the command was carried out. Anything unknown counts as refused:
     /// the caller then reads HAProxy's state again, so a success worded differently by another
     /// version costs one resync, never a wrong belief.
@@ -103,8 +116,15 @@ impl Command {
                 changed && !lower.contains("can't")
             }
             Command::AddServer { .. } => reply.starts_with("New server registered"),
-            Command::SetWeight { .. } | Command::SetState { .. } | Command::EnableHealth { .. } => reply.is_empty(),
+            Command::SetWeight { .. }
+            | Command::SetState { .. }
+            | Command::EnableHealth { .. }
+            | Command::AddMap { .. }
+            | Command::SetMap { .. }
+            | Command::DelMap { .. } => reply.is_empty(),
             Command::ShowServersState { .. } => reply.starts_with('1'),
+            // Entries (`0x… key value`) or nothing.
+            Command::ShowMap { .. } => reply.is_empty() || reply.starts_with("0x"),
         }
     }
 }
@@ -148,7 +168,23 @@ mod tests {
         ];
         for (command, text) in cases {
             assert_eq!(command.to_string(), text);
-            assert_eq!(command.backend(), "be_web");
+        }
+        let map = "/var/lib/haproxy/axon-hosts.map".to_string();
+        let (key, value) = ("web.example".to_string(), "web/be_web".to_string());
+        let maps = [
+            (Command::ShowMap { map: map.clone() }, "show map /var/lib/haproxy/axon-hosts.map"),
+            (
+                Command::AddMap { map: map.clone(), key: key.clone(), value: value.clone() },
+                "add map /var/lib/haproxy/axon-hosts.map web.example web/be_web",
+            ),
+            (
+                Command::SetMap { map: map.clone(), key: key.clone(), value },
+                "set map /var/lib/haproxy/axon-hosts.map web.example web/be_web",
+            ),
+            (Command::DelMap { map, key }, "del map /var/lib/haproxy/axon-hosts.map web.example"),
+        ];
+        for (command, text) in maps {
+            assert_eq!(command.to_string(), text);
         }
         let v6 = Command::SetAddr { backend: b, server: s, endpoint: Endpoint::new("::1".parse().unwrap(), 80) };
         assert_eq!(v6.to_string(), "set server be_web/web3 addr ::1 port 80");
@@ -184,5 +220,15 @@ mod tests {
         };
         assert!(add.accepted("New server registered."));
         assert!(!add.accepted("Already exists a server with the same name in backend."));
+        // Maps, as HAProxy 2.6.12 answers.
+        let map = "/m".to_string();
+        let del = Command::DelMap { map: map.clone(), key: "k".into() };
+        assert!(del.accepted(""));
+        assert!(!del.accepted("Key not found."));
+        assert!(!del.accepted("Unknown map identifier. Please use #<id> or <file>."));
+        let show = Command::ShowMap { map };
+        assert!(show.accepted("0x55d5c8c0a0 web.example web/web\n0x55d5c8c0b0 api.example api/api"));
+        assert!(show.accepted(""));
+        assert!(!show.accepted("Unknown map identifier. Please use #<id> or <file>."));
     }
 }

@@ -14,7 +14,7 @@ use tokio::net::{TcpStream, UnixStream};
 
 use crate::config::RuntimeAddress;
 use crate::haproxy::command::Command;
-use crate::haproxy::state::{ServerState, StateError, parse_pid, parse_servers_state};
+use crate::haproxy::state::{StateError, parse_pid};
 
 /// The most read back for one batch.
 const MAX_REPLY: usize = 64 * 1024 * 1024;
@@ -77,17 +77,6 @@ impl Runtime {
         }
         replies.remove(0);
         Ok(replies)
-    }
-
-    /// The servers of `backends`, as `show servers state` reports them.
-    pub async fn servers_state(&self, backends: &[&str]) -> Result<Vec<ServerState>, RuntimeError> {
-        let commands: Vec<Command> =
-            backends.iter().map(|b| Command::ShowServersState { backend: (*b).to_owned() }).collect();
-        let mut servers = Vec::new();
-        for reply in self.execute(&commands).await? {
-            servers.extend(parse_servers_state(&reply)?);
-        }
-        Ok(servers)
     }
 
     /// `show servers state` for every backend, as text (the `server-state-file` format).

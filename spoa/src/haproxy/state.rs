@@ -1,4 +1,4 @@
-//! Parsing `show servers state` and `show info`. No I/O.
+//! Parsing `show servers state`, `show map` and `show info`. No I/O.
 //!
 //! `show servers state [<backend>]` prints a format version (`1`), a `# be_id be_name …`
 //! header, and one space-separated line per server. Columns are found by header name, not
@@ -40,6 +40,9 @@ pub struct ServerState {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StateError {
+    /// HAProxy has no backend of that name (a typo, or a backend renamed and reloaded away).
+    #[error("HAProxy has no such backend")]
+    UnknownBackend,
     #[error("`show servers state` answered {0:?}")]
     Refused(String),
     #[error("`show servers state` has no `{0}` column")]
@@ -53,6 +56,8 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, StateError> {
     let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
     match lines.next() {
         Some((_, "1")) => {}
+        // HAProxy's whole reply to `show servers state <backend>` for a backend it lacks.
+        Some((_, other)) if other.starts_with("Can't find backend") => return Err(StateError::UnknownBackend),
         Some((_, other)) => return Err(StateError::Refused(other.trim().to_owned())),
         None => return Ok(Vec::new()),
     }
@@ -93,6 +98,32 @@ pub fn parse_servers_state(text: &str) -> Result<Vec<ServerState>, StateError> {
     Ok(servers)
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MapError {
+    /// HAProxy's configuration does not name this map (`Unknown map identifier`).
+    #[error("HAProxy's configuration uses no map of this name")]
+    Unknown,
+    #[error("`show map` answered {0:?}")]
+    Refused(String),
+}
+
+/// Parses one `show map <file>` reply: one `<pointer> <key> <value>` line per entry, in
+/// HAProxy's order (a key may appear more than once).
+pub fn parse_map(text: &str) -> Result<Vec<(String, String)>, MapError> {
+    let mut entries = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut parts = line.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(pointer), Some(key), value) if pointer.starts_with("0x") && !key.is_empty() => {
+                entries.push((key.to_owned(), value.unwrap_or_default().trim().to_owned()));
+            }
+            _ if line.starts_with("Unknown map identifier") => return Err(MapError::Unknown),
+            _ => return Err(MapError::Refused(line.trim().to_owned())),
+        }
+    }
+    Ok(entries)
+}
+
 /// The `Pid` field of `show info`.
 pub fn parse_pid(info: &str) -> Option<u32> {
     info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
@@ -101,6 +132,27 @@ pub fn parse_pid(info: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_backend_is_told_apart() {
+        // HAProxy 2.6.12's whole reply to `show servers state nosuch`.
+        assert_eq!(parse_servers_state("Can't find backend.\n"), Err(StateError::UnknownBackend));
+        assert!(matches!(parse_servers_state("Permission denied\n"), Err(StateError::Refused(_))));
+    }
+
+    #[test]
+    fn parses_map_entries_and_refusals() {
+        // As HAProxy 2.6.12 prints them; the value is the rest of the line.
+        let text = "0x5581fa2c8a90 web.example web/be_web\n0x5581fa2c8b10 api.example api/be api\n\n";
+        assert_eq!(
+            parse_map(text).unwrap(),
+            [("web.example".into(), "web/be_web".into()), ("api.example".into(), "api/be api".into())]
+        );
+        assert_eq!(parse_map(""), Ok(vec![]));
+        assert_eq!(parse_map("Unknown map identifier. Please use #<id> or <file>.\n"), Err(MapError::Unknown));
+        assert!(matches!(parse_map("Permission denied\n"), Err(MapError::Refused(_))));
+        assert!(matches!(parse_map("0x55\n"), Err(MapError::Refused(_))));
+    }
 
     /// Captured from HAProxy 2.6.12: three template slots, one set ready, one draining.
     const STATE: &str = "1\n\
@@ -139,10 +191,7 @@ mod tests {
 
     #[test]
     fn refusals_and_damage_are_errors() {
-        assert_eq!(
-            parse_servers_state("Can't find backend.\n\n"),
-            Err(StateError::Refused("Can't find backend.".into()))
-        );
+        assert_eq!(parse_servers_state("Can't find backend.\n\n"), Err(StateError::UnknownBackend));
         assert_eq!(parse_servers_state("1\n# be_name srv_name\nx y\n"), Err(StateError::MissingColumn("srv_id")));
         let short = STATE.replace(" 18081 - 0 0 - - 0", "");
         assert!(matches!(parse_servers_state(&short), Err(StateError::BadLine { line: 3, .. })));
@@ -160,6 +209,8 @@ mod tests {
         fn never_panics(text in "\\PC{0,400}") {
             let _ = parse_servers_state(&text);
             let _ = parse_servers_state(&format!("1\n{text}"));
+            let _ = parse_map(&text);
+            let _ = parse_map(&format!("0x1 {text}"));
         }
     }
 }

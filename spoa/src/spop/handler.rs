@@ -24,6 +24,7 @@ pub struct RouteHandler {
     found: Counter,
     unknown_service: Counter,
     no_instance: Counter,
+    notifies: Counter,
 }
 
 impl RouteHandler {
@@ -34,6 +35,7 @@ impl RouteHandler {
             found: metrics.spoe_decisions("found"),
             unknown_service: metrics.spoe_decisions("unknown_service"),
             no_instance: metrics.spoe_decisions("no_instance"),
+            notifies: metrics.spoe_notifies.clone(),
         }
     }
 }
@@ -44,6 +46,7 @@ fn set<'a>(name: &'static [u8], value: Typed<'a>) -> Action<'a> {
 
 impl Handler for RouteHandler {
     fn notify(&self, messages: Messages<'_>, ack: &mut AckWriter<'_>) {
+        self.notifies.inc();
         for message in messages.flatten().filter(|m| m.name == ROUTE) {
             let mut request = Request::default();
             for (name, value) in message.args().flatten() {

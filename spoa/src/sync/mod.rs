@@ -16,10 +16,16 @@
 //!
 //! After applied changes the whole `show servers state` is written to `state_file` (at most
 //! once a second), so an operator's reload with `load-server-state-from-file` keeps the slots.
+//!
+//! The host map ([`crate::hostmap`]), when configured, is part of the same passes: read back
+//! with `show map` in every full pass (and whenever what HAProxy holds is unknown), its
+//! differences sent after the slots' commands, and its file rewritten whenever what it should
+//! hold changes, so a reload starts with it.
 
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -30,7 +36,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::haproxy::command::Command;
 use crate::haproxy::runtime::{Runtime, RuntimeError};
+use crate::haproxy::state::{MapError, StateError, parse_map, parse_servers_state};
+use crate::hostmap::{self, Entries, HostMap};
 use crate::metrics::Metrics;
 use crate::model::{Endpoint, Snapshot};
 
@@ -50,6 +59,20 @@ pub struct SyncStatus {
     pub last_pass_unix_ms: Option<u64>,
     pub last_error: Option<String>,
     pub services: BTreeMap<String, ServiceSync>,
+    /// The host map, when configured.
+    pub host_map: Option<HostMapStatus>,
+}
+
+/// The host map as of the last pass that planned it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct HostMapStatus {
+    pub file: String,
+    /// Host → `<service>/<backend>`, as wanted.
+    pub entries: BTreeMap<String, String>,
+    /// Whether HAProxy holds exactly these entries.
+    pub applied: bool,
+    /// Why not, when it does not.
+    pub problem: Option<String>,
 }
 
 /// One service's slots, as of the last pass that planned it.
@@ -64,6 +87,8 @@ pub struct ServiceSync {
     pub last_change_unix_ms: Option<u64>,
     /// The commands HAProxy refused in the last pass, with its replies.
     pub refused: Vec<String>,
+    /// Why the service's backend cannot be synced (HAProxy lacks it, say).
+    pub problem: Option<String>,
 }
 
 pub struct Syncer {
@@ -77,9 +102,29 @@ pub struct Syncer {
     applied: Vec<Option<BTreeMap<Endpoint, u16>>>,
     drains: Vec<BTreeMap<String, Instant>>,
     wakes: Vec<Option<Instant>>,
+    /// Backends whose state could not be read (HAProxy lacks them, or answered nonsense), with
+    /// why: their services wait for the next full pass; every other service goes on.
+    broken: BTreeMap<String, String>,
     pid: Option<u32>,
     state_file_due: Option<Instant>,
     state_file_written: Option<Instant>,
+    host_map: Option<MapSync>,
+}
+
+/// The host map's side of the sync.
+struct MapSync {
+    /// As HAProxy's configuration and the runtime API name it.
+    name: String,
+    hosts: HostMap,
+    /// What HAProxy holds, as far as known (`None`: read it back before changing it).
+    applied: Option<Entries>,
+    /// What the file holds, as last written.
+    written: Option<Entries>,
+    /// What the map could not be made to hold (not configured in HAProxy, say): tried again in
+    /// the next full pass, or when what it should hold changes.
+    failed: Option<Entries>,
+    /// Why, as last reported.
+    problem: Option<String>,
 }
 
 /// Why a full pass is owed.
@@ -99,6 +144,14 @@ impl Syncer {
     ) -> Syncer {
         let count = config.services.len();
         let runtime = Runtime::new(config.haproxy.socket.clone(), RUNTIME_TIMEOUT);
+        let host_map = config.haproxy.host_map.as_ref().map(|path| MapSync {
+            name: path.display().to_string(),
+            hosts: HostMap::new(&crate::route::Routes::new(&config)),
+            applied: None,
+            written: None,
+            failed: None,
+            problem: None,
+        });
         Syncer {
             config,
             runtime,
@@ -109,9 +162,11 @@ impl Syncer {
             applied: vec![None; count],
             drains: vec![BTreeMap::new(); count],
             wakes: vec![None; count],
+            broken: BTreeMap::new(),
             pid: None,
             state_file_due: None,
             state_file_written: None,
+            host_map,
         }
     }
 
@@ -133,11 +188,11 @@ impl Syncer {
             let ready = snapshot.version > 0 && self.pid.is_some() && retry_at.is_none_or(|at| at <= now);
             if ready {
                 let due = self.due_services(&snapshot, full, now);
-                if !due.is_empty() {
+                if !due.is_empty() || self.map_due(&snapshot, full) {
                     if let Full::Because(reason) = full {
                         self.metrics.resync(reason);
                     }
-                    match self.pass(&snapshot, &due).await {
+                    match self.pass(&snapshot, &due, full != Full::No).await {
                         Ok(0) => {
                             full = Full::No;
                             retry_at = None;
@@ -202,7 +257,7 @@ impl Syncer {
             .services
             .iter()
             .enumerate()
-            .filter(|(_, s)| s.backend.is_some())
+            .filter(|(_, s)| s.backend.as_ref().is_some_and(|b| full != Full::No || !self.broken.contains_key(b)))
             .filter(|(i, s)| {
                 let Some(view) = snapshot.service(&s.name) else { return false };
                 full != Full::No
@@ -213,18 +268,79 @@ impl Syncer {
             .collect()
     }
 
-    /// Reads, plans and applies the given services; returns how many commands were refused.
-    async fn pass(&mut self, snapshot: &Snapshot, services: &[usize]) -> Result<usize, RuntimeError> {
+    /// What the host map should hold now.
+    fn map_wanted(&self, snapshot: &Snapshot) -> Option<Entries> {
+        let map = self.host_map.as_ref()?;
+        Some(map.hosts.wanted(snapshot, |backend| !self.broken.contains_key(backend)))
+    }
+
+    /// Whether the host map needs a pass: a full one, or what it should hold changed (and did
+    /// not just fail).
+    fn map_due(&self, snapshot: &Snapshot, full: Full) -> bool {
+        let Some(map) = &self.host_map else { return false };
+        let wanted = self.map_wanted(snapshot);
+        full != Full::No || (map.applied.as_ref() != wanted.as_ref() && map.failed.as_ref() != wanted.as_ref())
+    }
+
+    /// Reads, plans and applies the given services (and the host map, when due); returns how
+    /// many commands were refused.
+    async fn pass(&mut self, snapshot: &Snapshot, services: &[usize], full: bool) -> Result<usize, RuntimeError> {
         let config = self.config.clone();
         let backends: BTreeSet<&str> = services.iter().filter_map(|&i| config.services[i].backend.as_deref()).collect();
-        let backends: Vec<&str> = backends.into_iter().collect();
-        let servers = self.runtime.servers_state(&backends).await?;
+        let mut reads: Vec<Command> =
+            backends.iter().map(|b| Command::ShowServersState { backend: (*b).to_owned() }).collect();
+        let map_wanted = self.map_wanted(snapshot).filter(|_| self.map_due(snapshot, Full::No) || full);
+        let read_map = match (&self.host_map, &map_wanted) {
+            (Some(map), Some(_)) if full || map.applied.is_none() => {
+                reads.push(Command::ShowMap { map: map.name.clone() });
+                true
+            }
+            _ => false,
+        };
+        let mut replies = if reads.is_empty() { Vec::new() } else { self.runtime.execute(&reads).await? };
+        let map_reply = if read_map { replies.pop() } else { None };
+        let mut servers = Vec::new();
+        for (backend, reply) in backends.iter().zip(&replies) {
+            match parse_servers_state(reply) {
+                Ok(state) => {
+                    servers.extend(state);
+                    if let Some(was) = self.broken.remove(*backend) {
+                        info!(backend, was, "HAProxy's backend is readable again: its services sync");
+                    }
+                }
+                Err(err) => {
+                    let problem = match err {
+                        StateError::UnknownBackend => format!("HAProxy has no backend {backend:?}"),
+                        other => other.to_string(),
+                    };
+                    if self.broken.get(*backend) != Some(&problem) {
+                        warn!(backend, %problem, "backend skipped until the next full pass; other services go on");
+                    }
+                    self.broken.insert((*backend).to_owned(), problem);
+                }
+            }
+        }
+        // The map leaves out backends found broken just now.
+        let map_wanted = map_wanted.map(|_| self.map_wanted(snapshot)).unwrap_or_default();
         let now = Instant::now();
         let mut commands = Vec::new();
         let mut plans = Vec::with_capacity(services.len());
         for &i in services {
             let service = &config.services[i];
             let Some(view) = snapshot.service(&service.name) else { continue };
+            let backend = service.backend.as_deref().unwrap_or_default();
+            if let Some(problem) = self.broken.get(backend) {
+                self.applied[i] = None;
+                self.metrics.backend_problem(&service.name, true);
+                let problem = problem.clone();
+                self.status.send_modify(|s| {
+                    let entry = s.services.entry(service.name.clone()).or_default();
+                    entry.backend = backend.to_owned();
+                    entry.problem = Some(problem);
+                });
+                continue;
+            }
+            self.metrics.backend_problem(&service.name, false);
             let wanted = wanted(view);
             let plan = plan::plan(&plan::Input {
                 backend: service.backend.as_deref().unwrap_or_default(),
@@ -239,6 +355,21 @@ impl Syncer {
             let first = commands.len();
             commands.extend(plan.commands.iter().cloned());
             plans.push((i, wanted, plan, first..commands.len()));
+        }
+        // The host map's differences, after the slots they send requests to.
+        let map_first = commands.len();
+        let mut map_problem = None;
+        if let (Some(map), Some(wanted)) = (&self.host_map, &map_wanted) {
+            // What HAProxy holds: read back just now, or else as last applied (a map not read
+            // back is always one whose content is known: see `read_map`).
+            let actual: Result<Vec<(String, String)>, MapError> = match map_reply {
+                Some(reply) => parse_map(&reply),
+                None => Ok(map.applied.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            };
+            match actual {
+                Ok(actual) => commands.extend(hostmap::plan(&map.name, &actual, wanted)),
+                Err(err) => map_problem = Some(err.to_string()),
+            }
         }
         let replies = if commands.is_empty() { Vec::new() } else { self.runtime.execute(&commands).await? };
         self.metrics.commands.inc_by(commands.len() as u64);
@@ -273,11 +404,66 @@ impl Syncer {
                         draining: plan.drains.keys().cloned().collect(),
                         last_change_unix_ms: if changed { now_ms } else { last_change },
                         refused: refusals,
+                        problem: None,
                     },
                 );
             });
             self.drains[i] = plan.drains;
             self.wakes[i] = plan.wake;
+        }
+        if let (Some(map), Some(wanted)) = (self.host_map.as_mut(), map_wanted) {
+            let mut refusals = Vec::new();
+            for (command, reply) in commands[map_first..].iter().zip(&replies[map_first..]) {
+                if !command.accepted(reply) {
+                    warn!(command = %command, reply = %reply.trim(), "HAProxy refused a host map command");
+                    refusals.push(format!("{command}: {}", reply.trim()));
+                }
+            }
+            refused += refusals.len();
+            if map_first < commands.len() {
+                info!(commands = commands.len() - map_first, hosts = wanted.len(), "host map updated");
+            }
+            if map_problem.is_none() && !refusals.is_empty() {
+                map_problem = Some(refusals.join("; "));
+            }
+            if let Some(problem) = &map_problem {
+                // Logged once per problem, not at every full pass.
+                if map.problem.as_ref() != Some(problem) {
+                    warn!(map = %map.name, %problem, "the host map cannot be kept; tried again at every full pass");
+                }
+                map.applied = None;
+                map.failed = Some(wanted.clone());
+            } else {
+                if map.problem.is_some() {
+                    info!(map = %map.name, "the host map is kept again");
+                }
+                map.applied = Some(wanted.clone());
+                map.failed = None;
+            }
+            map.problem = map_problem.clone();
+            self.metrics.host_map_entries.set(i64::try_from(wanted.len()).unwrap_or(i64::MAX));
+            self.metrics.host_map_applied.set(i64::from(map_problem.is_none()));
+            // The file too: what a reload or restart starts with. A full pass also repairs it
+            // if someone edited it.
+            if full {
+                map.written = None;
+            }
+            if map.written.as_ref() != Some(&wanted) {
+                let text = hostmap::file_text(&wanted);
+                let path = Path::new(&map.name);
+                let same = tokio::fs::read_to_string(path).await.is_ok_and(|current| current == text);
+                match if same { Ok(()) } else { write_atomically(path, text).await } {
+                    Ok(()) => map.written = Some(wanted.clone()),
+                    Err(err) => warn!(file = %map.name, %err, "cannot write the host map's file"),
+                }
+            }
+            let status = HostMapStatus {
+                file: map.name.clone(),
+                applied: map_problem.is_none(),
+                entries: wanted,
+                problem: map_problem,
+            };
+            self.status.send_modify(|s| s.host_map = Some(status));
         }
         self.metrics.refused_commands.inc_by(refused as u64);
         if !commands.is_empty() {
@@ -364,15 +550,33 @@ impl Syncer {
                 return;
             }
         };
-        let tmp = path.with_extension("tmp");
-        let written = tokio::fs::write(&tmp, text.as_bytes()).await;
-        if let Err(err) = match written {
-            Ok(()) => tokio::fs::rename(&tmp, &path).await,
-            Err(err) => Err(err),
-        } {
+        if let Err(err) = write_atomically(&path, text).await {
             warn!(path = %path.display(), %err, "cannot write the state file");
         }
     }
+}
+
+/// Replaces `path` with `text` as one step (a file beside it, written out and renamed over
+/// it), off this thread, so HAProxy starting meanwhile reads the old file or the new one, never
+/// half of one. The file is readable by all (mode 0644, whatever the umask): HAProxy reads it
+/// as its own user.
+async fn write_atomically(path: &Path, text: String) -> std::io::Result<()> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::os::unix::fs::PermissionsExt as _;
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".tmp");
+        let tmp = std::path::PathBuf::from(tmp);
+        let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o644).open(&tmp)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o644))?;
+        file.write_all(text.as_bytes())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, &path)
+    })
+    .await
+    .unwrap_or_else(|err| Err(std::io::Error::other(err)))
 }
 
 fn unix_ms() -> Option<u64> {
