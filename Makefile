@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox scenarios test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent fuzz clean
+.PHONY: deps sandbox scenarios test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent bench-fleet bench-churn fuzz clean
 
 deps:
 	.ci/install-deps
@@ -35,7 +35,7 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-bench: bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent
+bench: bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent bench-fleet bench-churn
 
 bench-registrar: deps
 	$(CARGO) build --release --workspace --bins
@@ -55,6 +55,15 @@ bench-codec:
 bench-spoe-agent: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --bench spoe
+
+# Discovery at fleet scale: many sessions on a three-node ensemble (about 15 minutes).
+bench-fleet: deps
+	$(CARGO) bench --bench fleet
+
+# What instance churn costs HAProxy's traffic (about 3 minutes).
+bench-churn: deps
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench --bench haproxy_churn
 
 # Fuzz each decoder for a minute (cargo-fuzz; `cargo install cargo-fuzz`), growing the corpus
 # that `make test` replays.

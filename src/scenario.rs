@@ -194,8 +194,9 @@ pub struct Outcome {
     pub lost: Option<String>,
     /// What the full state still lacked when the recovery bound passed, if it did.
     pub waiting_on: Option<String>,
-    /// When the fault was injected.
+    /// When the fault was injected, and when the full state was back.
     pub fault_at: Instant,
+    pub recovered_at: Instant,
 }
 
 /// What "failing fast" allows: HAProxy's retries (3) each after its turn-around of
@@ -312,10 +313,14 @@ impl Outcome {
                 }
             }
             // HAProxy itself goes away: only connection-level failures, while it is down or on
-            // connections the old process closes.
+            // connections the old process closes; after a restart without its state file,
+            // also "no server available" until axon-spoa has refilled the slots.
             Scenario::ReloadHaproxy | Scenario::RestartHaproxy => {
                 for request in &self.failures {
-                    if !matches!(request.outcome, RequestOutcome::Closed | RequestOutcome::Refused) {
+                    let refilling = self.scenario == Scenario::RestartHaproxy
+                        && request.started <= self.recovered_at
+                        && matches!(&request.outcome, RequestOutcome::Status(503, Some(r)) if r == "no_server_available");
+                    if !refilling && !matches!(request.outcome, RequestOutcome::Closed | RequestOutcome::Refused) {
                         out.push(format!("a failure other than a closed or refused connection: {:?}", request.outcome));
                         break;
                     }
@@ -609,6 +614,7 @@ pub fn run(sandbox: &mut Sandbox, scenario: Scenario) -> Outcome {
         lost,
         waiting_on,
         fault_at,
+        recovered_at,
     }
 }
 

@@ -115,6 +115,11 @@ fn axon_spoa_check_names_file_field_and_value() {
             "`spoe.max_frame_size` = 100",
         ),
         ("backend = \"web\"", "backend = \"web\"\nbackend = \"api\"", "duplicate key"),
+        (
+            "zk_path = \"/nerve/services/api/services\"",
+            "zk_path = \"/nerve/services/api/services\"\nbackend = \"web\"\nslot_prefix = \"web1\"",
+            "`service[1].slot_prefix` = \"web1\"",
+        ),
     ];
     for (from, to, expected) in cases {
         assert!(good.contains(from), "{from}");

@@ -8,11 +8,12 @@ use std::time::{Duration, Instant};
 
 use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
 use axon::harness::kazoo::Kazoo;
+use axon::harness::load::Load;
 use axon::harness::sample::Sample;
 use axon::harness::spoa::{Spoa, SpoaDir};
 use axon::harness::wait::{self, SECOND};
 use axon::harness::zk::{self, Ensemble};
-use axon::harness::{http, ports};
+use axon::harness::{http, ports, process};
 
 /// HAProxy from the shipped snippet, axon-spoa, and kazoo, around one ZooKeeper.
 struct Rig {
@@ -493,4 +494,166 @@ fn the_host_map_follows_instances_services_backends_and_haproxy() {
     rig.wait_spread("ghost", &["g1"]);
     assert_eq!(rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}"), 0.0);
     assert!(rig.spoa.status()["services"][2]["sync_problem"].is_null());
+}
+
+/// With HAProxy down and a drain pending, axon-spoa waits for it: under 2 % of a core over 5 s
+/// (a drain's end, or a retry, in the past must not wake the loop again and again).
+#[test]
+fn no_spin_while_haproxy_is_down_with_a_drain_pending() {
+    let zk = zk::shared();
+    let path = zk::unique_path("spin");
+    let (w1, w2) = (Sample::start("web", "w1"), Sample::start("web", "w2"));
+    let mut rig = rig(
+        zk,
+        &[Backend { name: "web", prefix: "web", slots: 4 }],
+        &service("web", &path, "").replace("drain = \"0s\"", "drain = \"30s\""),
+    );
+    let w1_node = register(&mut rig.kazoo, &path, "w1", &w1, "");
+    register(&mut rig.kazoo, &path, "w2", &w2, "");
+    rig.wait_spread("web", &["w1", "w2"]);
+    rig.kazoo.delete(&w1_node, false);
+    wait::for_true("w1 draining", SECOND * 5, || {
+        rig.haproxy.servers("web").iter().any(|s| s.draining && s.addr == addr(&w1))
+    });
+    rig.haproxy.stop();
+    std::thread::sleep(Duration::from_millis(500));
+    let share = process::cpu_share(rig.spoa.proc.pid(), Duration::from_secs(5));
+    eprintln!("axon-spoa used {:.2} % of a core with HAProxy down", share * 100.0);
+    assert!(share < 0.02, "axon-spoa used {:.1} % of a core with HAProxy down", share * 100.0);
+    // Back: the full state is applied (w2 ready; w1's drain, interrupted, ends in maintenance).
+    rig.haproxy.start_again();
+    rig.wait_spread("web", &["w2"]);
+}
+
+/// Slots reused for another instance serve it only once its address is in place: the previous
+/// instance, still running, gets no connection after it left (HAProxy 2.9+ apply addresses
+/// late; the test runs on every version).
+#[test]
+fn a_reused_slot_never_reaches_the_previous_instance() {
+    let zk = zk::shared();
+    let path = zk::unique_path("reuse");
+    let samples: Vec<Sample> = (0..6).map(|i| Sample::start("web", &format!("r{i}"))).collect();
+    let rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
+    let mut kazoo = Kazoo::connect(zk);
+    // Two instances at a time; each step replaces one by the next, reusing its slot.
+    let mut live: std::collections::VecDeque<(usize, String)> =
+        (0..2).map(|i| (i, register(&mut kazoo, &path, &format!("r{i}"), &samples[i], ""))).collect();
+    wait::for_true("r0 and r1 ready", SECOND * 5, || {
+        rig.ready("web") == sorted(&[addr(&samples[0]), addr(&samples[1])])
+    });
+    rig.wait_spread("web", &["r0", "r1"]);
+    let mut load = Load::start(rig.addr(), &["web"], &[("/", 4)]);
+    for next in 2..samples.len() {
+        // One leaves (its slot goes to maintenance) ...
+        let (gone, node) = live.pop_front().unwrap();
+        kazoo.delete(&node, false);
+        let remaining: Vec<String> = sorted(&live.iter().map(|(i, _)| addr(&samples[*i])).collect::<Vec<_>>());
+        wait::for_true("the instance out", SECOND * 5, || rig.ready("web") == remaining);
+        // (A health check already under way may still reach it.)
+        std::thread::sleep(Duration::from_millis(1100));
+        let before = samples[gone].connections();
+        // ... and the next one takes its slot.
+        live.push_back((next, register(&mut kazoo, &path, &format!("r{next}"), &samples[next], "")));
+        let expected: Vec<String> = sorted(&live.iter().map(|(i, _)| addr(&samples[*i])).collect::<Vec<_>>());
+        wait::for_true("the slot reused", SECOND * 5, || rig.ready("web") == expected);
+        std::thread::sleep(Duration::from_millis(300));
+        // (Its own connection counter's query is the one connection allowed.)
+        let after = samples[gone].connections();
+        assert_eq!(after, before + 1, "r{gone} got {} connections once its slot was reused", after - before - 1);
+    }
+    load.stop();
+    let failed: Vec<_> = load.requests().into_iter().filter(|r| !r.outcome.ok()).collect();
+    assert!(failed.is_empty(), "{} requests failed: {:?}", failed.len(), &failed[..failed.len().min(3)]);
+}
+
+fn sorted(addrs: &[String]) -> Vec<String> {
+    let mut addrs = addrs.to_vec();
+    addrs.sort();
+    addrs
+}
+
+/// 50 instances on a 10-slot template: 40 servers added at runtime. An operator's reload under
+/// load keeps every one of them — the new worker declares every slot (the slots file) and each
+/// gets its instance back (the state file), with axon-spoa frozen meanwhile so that nothing is
+/// re-added — and not one request fails.
+#[test]
+fn a_reload_keeps_every_server_added_at_runtime() {
+    let zk = zk::shared();
+    let path = zk::unique_path("grown");
+    let many = Sample::start_many("web", "g", 50);
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 10 }], &service("web", &path, ""));
+    let nodes: Vec<(String, String)> = many
+        .ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            (format!("{path}/g{i}_{i:010}"), format!(r#"{{"host":"127.0.0.1","port":{port},"name":"g{i}"}}"#))
+        })
+        .collect();
+    rig.kazoo.create_many(&nodes);
+    wait::for_true("50 servers ready", SECOND * 10, || rig.ready("web").len() == 50);
+    wait::for_true("the slots file and the state file written", SECOND * 3, || {
+        let state = std::fs::read_to_string(rig.haproxy.state_file()).unwrap_or_default();
+        std::fs::read_to_string(rig.haproxy.slots_file()).is_ok_and(|t| t.contains("AXON_SLOTS_WEB_WEB 50"))
+            && haproxy::servers_state(&state).iter().filter(|s| s.backend == "web" && s.ready).count() == 50
+    });
+    let mut load = Load::start(rig.addr(), &["web"], &[("/", 4)]);
+    std::thread::sleep(Duration::from_millis(500));
+    let worker = rig.haproxy.worker_pid();
+    rig.spoa.proc.pause();
+    rig.haproxy.reload();
+    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
+    let ready = wait::timed(SECOND * 3, || rig.ready("web").len() == 50);
+    let count = rig.ready("web").len();
+    rig.spoa.proc.resume();
+    assert!(ready.is_some_and(|t| t < SECOND), "{count} of 50 servers ready in the new worker ({ready:?})");
+    std::thread::sleep(Duration::from_millis(500));
+    load.stop();
+    let requests = load.requests();
+    let failed: Vec<_> = requests.iter().filter(|r| !r.outcome.ok()).collect();
+    assert!(requests.len() > 100, "only {} requests", requests.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed: {:?}",
+        failed.len(),
+        requests.len(),
+        &failed[..failed.len().min(3)]
+    );
+}
+
+/// One HAProxy, one axon-spoa: a second one for the same HAProxy refuses to start, saying why.
+#[test]
+fn a_second_axon_spoa_for_the_same_haproxy_is_refused() {
+    let zk = zk::shared();
+    let path = zk::unique_path("second");
+    let rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
+    let config = rig.spoa.dir().join("spoa.toml");
+    let output = std::process::Command::new(axon::harness::bins::axon("axon-spoa"))
+        .arg(&config)
+        .output()
+        .expect("running a second axon-spoa");
+    let text = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a second axon-spoa started");
+    assert!(text.contains("another axon-spoa drives this HAProxy") && text.contains(".lock"), "{text}");
+    assert!(text.contains(&rig.spoa.proc.pid().to_string()), "the holder's pid is named: {text}");
+}
+
+/// `axon_spoa_propagation_seconds` is for changes read from ZooKeeper only: the periodic pass
+/// repairing drift made by hand counts apart.
+#[test]
+fn repairs_are_not_propagation() {
+    let zk = zk::shared();
+    let path = zk::unique_path("repairs");
+    let w1 = Sample::start("web", "w1");
+    let mut rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
+    register(&mut rig.kazoo, &path, "w1", &w1, "");
+    rig.wait_spread("web", &["w1"]);
+    let count = |rig: &Rig| rig.spoa.metric("axon_spoa_propagation_seconds_count");
+    let (propagated, repairs) = (count(&rig), rig.spoa.metric("axon_spoa_resync_commands_total"));
+    assert!(propagated >= 1.0);
+    let slot = rig.haproxy.ready_servers("web")[0].0.clone();
+    rig.haproxy.runtime(&format!("set server web/{slot} state maint"));
+    wait::for_true("the drift repaired", SECOND * 3, || rig.ready("web").len() == 1);
+    assert_eq!(count(&rig), propagated, "a repair was counted as propagation");
+    assert!(rig.spoa.metric("axon_spoa_resync_commands_total") > repairs);
 }

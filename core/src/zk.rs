@@ -1,8 +1,12 @@
-//! ZooKeeper settings shared by both daemons, and opening a session with them.
+//! ZooKeeper settings shared by both daemons, the one session machine they follow, and what
+//! an error answering a request means — classified once, here.
 //!
-//! Each daemon holds one session. Opening fails fast when no server answers (the caller retries
-//! with [`crate::backoff::Backoff`]); once open, the client itself moves between ensemble members
-//! and reports `Disconnected`/`SyncConnected`; `Expired` is terminal and needs a new session.
+//! Each daemon holds one [`Session`]. Opening fails fast when no server answers, and is retried
+//! with [`crate::backoff::Backoff`] (never at once: every wait is the backoff's); once open, the
+//! client itself moves between ensemble members and the session reports each change of its
+//! link as a [`Transition`]: disconnected, reconnected, or ended (expired, closed), which is
+//! terminal and needs a new session. Lifecycle ([`Link`]): `Connecting` → `Connected` ⇄
+//! `Disconnected`; `Expired` → `Connecting`; `Stopped` at the end.
 
 use std::time::Duration;
 
@@ -10,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
+use tracing::{Instrument as _, info, warn};
 use zookeeper_client::{Acl, Acls, Client, CreateMode, Permission, SessionState};
 
 use crate::config::{Checker, ConfigError, quoted};
@@ -167,8 +172,11 @@ impl ZkSettings {
     }
 
     /// Opens a session: fails fast with [`zookeeper_client::Error::NoHosts`] when no server
-    /// serves, so the caller decides how long to wait before the next attempt.
-    pub async fn connect(&self) -> Result<Client, zookeeper_client::Error> {
+    /// serves, so the caller decides how long to wait before the next attempt. A writer creates
+    /// the chroot when it is missing; a reader never writes: it only checks that the chroot
+    /// exists (creating it needs the right to create in its parent, which ZooKeeper checks
+    /// before it sees that the node exists, so a read-only identity would be refused).
+    pub async fn connect_as(&self, role: Role) -> Result<Client, zookeeper_client::Error> {
         let mut connector = Client::connector().with_session_timeout(self.session_timeout).with_fail_eagerly();
         if let Some(timeout) = self.connection_timeout {
             connector = connector.with_connection_timeout(timeout);
@@ -178,19 +186,41 @@ impl ZkSettings {
         }
         let client = connector.connect(&self.hosts).await?;
         let Some(chroot) = &self.chroot else { return Ok(client) };
-        client.mkdir(chroot, &CreateMode::Persistent.with_acls(self.acls())).await?;
+        match role {
+            Role::Writer => client.mkdir(chroot, &CreateMode::Persistent.with_acls(self.acls())).await?,
+            Role::Reader => match client.check_stat(chroot).await {
+                Ok(Some(_)) | Err(zookeeper_client::Error::NoAuth) => {}
+                Ok(None) => warn!(%chroot, "the chroot does not exist (yet): every path below it reads as missing"),
+                Err(err) => return Err(err),
+            },
+        }
         client.chroot(chroot.as_str()).map_err(|_| zookeeper_client::Error::BadArguments(&"invalid chroot"))
+    }
+
+    /// [`ZkSettings::connect_as`] a writer.
+    pub async fn connect(&self) -> Result<Client, zookeeper_client::Error> {
+        self.connect_as(Role::Writer).await
     }
 }
 
 /// The shortest wait between two attempts to open a session.
 pub const INITIAL_BACKOFF: Duration = Duration::from_millis(50);
 
-/// Opens a session, retrying with exponential backoff and jitter until it succeeds or
-/// `shutdown` is cancelled (`None`). `failed` hears of every failed attempt and the wait
-/// before the next one.
+/// Opens a session as a writer, retrying with exponential backoff and jitter until it
+/// succeeds or `shutdown` is cancelled (`None`). `failed` hears of every failed attempt and the
+/// wait before the next one.
 pub async fn open_session(
     settings: &ZkSettings,
+    shutdown: &tokio_util::sync::CancellationToken,
+    failed: impl FnMut(&zookeeper_client::Error, Duration),
+) -> Option<Client> {
+    open_session_as(settings, Role::Writer, shutdown, failed).await
+}
+
+/// [`open_session`] as `role`.
+pub async fn open_session_as(
+    settings: &ZkSettings,
+    role: Role,
     shutdown: &tokio_util::sync::CancellationToken,
     mut failed: impl FnMut(&zookeeper_client::Error, Duration),
 ) -> Option<Client> {
@@ -198,7 +228,7 @@ pub async fn open_session(
     loop {
         let attempt = tokio::select! {
             _ = shutdown.cancelled() => return None,
-            attempt = settings.connect() => attempt,
+            attempt = settings.connect_as(role) => attempt,
         };
         match attempt {
             Ok(client) => return Some(client),
@@ -211,6 +241,177 @@ pub async fn open_session(
                 }
             }
         }
+    }
+}
+
+/// Whether a daemon writes to ZooKeeper (the registrar) or only reads (axon-spoa).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Writer,
+    Reader,
+}
+
+/// Where a daemon's session stands, as its status shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Link {
+    /// Opening a session (none yet, or the last one ended).
+    #[default]
+    Connecting,
+    Connected,
+    /// The session lives, the connection does not (the client is looking for a server).
+    Disconnected,
+    /// The session ended; a new one is being opened.
+    Expired,
+    Stopped,
+}
+
+/// A change of a session's link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    Disconnected,
+    /// Connected again, same session.
+    Reconnected,
+    /// The session is over (expired, closed, authentication failed): open a new one.
+    Ended(SessionState),
+}
+
+/// One open session: its client, its id, the span its work is traced in, and its link's
+/// transitions, counted in [`SessionMetrics`].
+pub struct Session {
+    client: Client,
+    id: i64,
+    states: zookeeper_client::StateWatcher,
+    metrics: SessionMetrics,
+    span: tracing::Span,
+    connected: bool,
+}
+
+impl Session {
+    /// Opens a session as `role`, retrying with backoff (see [`open_session`]) until it
+    /// succeeds or `shutdown` is cancelled (`None`).
+    pub async fn open(
+        settings: &ZkSettings,
+        role: Role,
+        metrics: &SessionMetrics,
+        shutdown: &tokio_util::sync::CancellationToken,
+        failed: impl FnMut(&zookeeper_client::Error, Duration),
+    ) -> Option<Session> {
+        let client = open_session_as(settings, role, shutdown, failed).await?;
+        let id = client.session_id().0;
+        let span = tracing::info_span!("zookeeper", session = %format!("{id:#x}"));
+        span.in_scope(|| info!(hosts = %settings.hosts, "ZooKeeper session opened"));
+        metrics.sessions.inc();
+        metrics.connected.set(1);
+        let states = client.state_watcher();
+        Some(Session { client, id, states, metrics: metrics.clone(), span, connected: true })
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn id(&self) -> i64 {
+        self.id
+    }
+
+    /// The span this session's work is traced in (it carries the session id).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// The next change of the link (after an [`Transition::Ended`], it is the only answer).
+    pub async fn transition(&mut self) -> Transition {
+        let span = self.span.clone();
+        async {
+            loop {
+                let state = self.states.changed().await;
+                match state {
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly if !self.connected => {
+                        self.connected = true;
+                        self.metrics.connected.set(1);
+                        self.metrics.reconnects.inc();
+                        info!("ZooKeeper connection restored, same session");
+                        return Transition::Reconnected;
+                    }
+                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {}
+                    SessionState::Disconnected => {
+                        if self.connected {
+                            self.connected = false;
+                            self.metrics.connected.set(0);
+                            warn!("ZooKeeper connection lost");
+                            return Transition::Disconnected;
+                        }
+                    }
+                    terminal => {
+                        self.connected = false;
+                        self.metrics.connected.set(0);
+                        if terminal == SessionState::Expired {
+                            self.metrics.expiries.inc();
+                        }
+                        warn!(state = %terminal, "ZooKeeper session ended");
+                        return Transition::Ended(terminal);
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// What an error answering a request says about that request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// ZooKeeper answered with a result code: the request was not carried out, for this
+    /// reason.
+    Refused(Refusal),
+    /// The session is over (expired, closed, moved, or its authentication failed): nothing
+    /// more is answered in it.
+    SessionOver,
+    /// Anything else — the connection lost or reset, no answer in time, a reply that could not
+    /// be read: the request may or may not have been carried out. (zookeeper-client 0.11.2
+    /// reports a reset or an unresponsive server as `Error::Custom`, not `ConnectionLoss`.)
+    Unknown,
+}
+
+/// A ZooKeeper result code that refuses a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    NoNode,
+    NodeExists,
+    NoAuth,
+    BadVersion,
+    NotEmpty,
+    /// The server does not know the operation (`addWatch` before 3.6).
+    Unimplemented,
+    /// Another code (bad arguments, invalid ACL, quota, …).
+    Other,
+}
+
+/// Classifies an error answering a request — the one place that decides which errors are
+/// definitive.
+pub fn verdict(err: &zookeeper_client::Error) -> Verdict {
+    use zookeeper_client::Error as E;
+    match err {
+        E::NoNode => Verdict::Refused(Refusal::NoNode),
+        E::NodeExists => Verdict::Refused(Refusal::NodeExists),
+        E::NoAuth => Verdict::Refused(Refusal::NoAuth),
+        E::BadVersion => Verdict::Refused(Refusal::BadVersion),
+        E::NotEmpty => Verdict::Refused(Refusal::NotEmpty),
+        E::Unimplemented => Verdict::Refused(Refusal::Unimplemented),
+        E::BadArguments(_)
+        | E::NoChildrenForEphemerals
+        | E::InvalidAcl
+        | E::NotReadOnly
+        | E::NoWatcher
+        | E::QuotaExceeded
+        | E::ReconfigDisabled
+        | E::MarshallingError => Verdict::Refused(Refusal::Other),
+        E::SessionExpired | E::SessionMoved | E::AuthFailed | E::ClientClosed => Verdict::SessionOver,
+        // ConnectionLoss, Custom (reset, no answer), Timeout, Throttled, unmarshalling
+        // trouble, unknown codes, and whatever a later version adds.
+        _ => Verdict::Unknown,
     }
 }
 
@@ -280,6 +481,35 @@ mod tests {
             let err = validate(&raw(bad)).unwrap_err();
             assert_eq!(err.field(), Some("zookeeper.connect"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn result_codes_are_definitive_and_everything_else_is_unknown() {
+        use zookeeper_client::Error as E;
+        let cases = [
+            (E::NoNode, Verdict::Refused(Refusal::NoNode)),
+            (E::NodeExists, Verdict::Refused(Refusal::NodeExists)),
+            (E::NoAuth, Verdict::Refused(Refusal::NoAuth)),
+            (E::BadVersion, Verdict::Refused(Refusal::BadVersion)),
+            (E::NotEmpty, Verdict::Refused(Refusal::NotEmpty)),
+            (E::Unimplemented, Verdict::Refused(Refusal::Unimplemented)),
+            (E::InvalidAcl, Verdict::Refused(Refusal::Other)),
+            (E::QuotaExceeded, Verdict::Refused(Refusal::Other)),
+            (E::SessionExpired, Verdict::SessionOver),
+            (E::SessionMoved, Verdict::SessionOver),
+            (E::AuthFailed, Verdict::SessionOver),
+            (E::ClientClosed, Verdict::SessionOver),
+            (E::ConnectionLoss, Verdict::Unknown),
+            (E::Timeout, Verdict::Unknown),
+            (E::Throttled, Verdict::Unknown),
+            (E::UnexpectedErrorCode(-7), Verdict::Unknown),
+            (E::UnexpectedError("x".into()), Verdict::Unknown),
+        ];
+        for (err, expected) in cases {
+            assert_eq!(verdict(&err), expected, "{err:?}");
+        }
+        // (`Error::Custom`, what a reset or a silent server gives, cannot be built outside the
+        // client: the end-to-end tests cut real connections for it.)
     }
 
     #[test]

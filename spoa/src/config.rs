@@ -27,6 +27,12 @@ pub const DEFAULT_SPOE_MAX_FRAME_SIZE: u32 = 16380;
 /// Longer than the shipped SPOE file's `timeout idle 30s`: HAProxy closes its idle connections
 /// first, so the agent never closes one as HAProxy sends on it.
 pub const DEFAULT_SPOE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Reads in flight at most, per axon-spoa (see benches/fleet.rs for how it was chosen).
+pub const DEFAULT_MAX_READS_IN_FLIGHT: usize = 64;
+/// A re-read after a reconnection or a new session starts within this, at random.
+pub const DEFAULT_REREAD_JITTER: Duration = Duration::from_secs(1);
+/// A cache older than this is not trusted at a start.
+pub const DEFAULT_CACHE_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq)]
@@ -34,8 +40,10 @@ pub struct Config {
     pub file: PathBuf,
     pub zookeeper: ZkSettings,
     pub haproxy: HaproxyConfig,
-    /// Where the discovered state is kept, so a cold start with ZooKeeper down can use it.
+    /// Where the discovered state is kept, so a start can use it as the previous state (and
+    /// publish it with ZooKeeper down).
     pub cache_file: Option<PathBuf>,
+    pub discovery: DiscoveryConfig,
     pub status_listen: Option<SocketAddr>,
     /// How request hosts and paths name services: for the SPOE agent and the host map.
     pub routing: RoutingConfig,
@@ -52,6 +60,27 @@ pub struct SpoeConfig {
     pub max_frame_size: u32,
     /// A connection with nothing to say for this long is closed (status 2).
     pub idle_timeout: Duration,
+}
+
+/// How discovery reads ZooKeeper (`[discovery]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// Persistent recursive watches (ZooKeeper 3.6+; falls back by itself), or one-shot ones.
+    pub persistent_watches: bool,
+    pub max_reads_in_flight: usize,
+    pub reread_jitter: Duration,
+    pub cache_max_age: Duration,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> DiscoveryConfig {
+        DiscoveryConfig {
+            persistent_watches: true,
+            max_reads_in_flight: DEFAULT_MAX_READS_IN_FLIGHT,
+            reread_jitter: DEFAULT_REREAD_JITTER,
+            cache_max_age: DEFAULT_CACHE_MAX_AGE,
+        }
+    }
 }
 
 /// How request hosts and paths name services (`[routing]`).
@@ -80,6 +109,9 @@ pub struct HaproxyConfig {
     /// HAProxy's host map (the file its configuration names in `map(…)`): kept through the
     /// runtime API, and the file rewritten after changes so that a reload starts with it.
     pub host_map: Option<PathBuf>,
+    /// The slots file (`setenv` lines sizing each backend's server-template), loaded before
+    /// the backends, so a reload declares every server axon-spoa added.
+    pub slots_file: Option<PathBuf>,
     /// How often the whole state is read and repaired even without a change.
     pub resync_interval: Duration,
     /// How often HAProxy's pid is read to notice a reload or restart.
@@ -152,6 +184,7 @@ struct RawConfig {
     zookeeper: RawZookeeper,
     haproxy: RawHaproxy,
     cache_file: Option<PathBuf>,
+    discovery: Option<RawDiscovery>,
     status: Option<RawStatus>,
     routing: Option<RawRouting>,
     spoe: Option<RawSpoe>,
@@ -169,6 +202,43 @@ struct RawSpoe {
     /// Moved to `[routing]`: refused with a message saying so.
     host_suffixes: Option<toml::Value>,
     route: Option<toml::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiscovery {
+    watches: Option<String>,
+    max_reads_in_flight: Option<usize>,
+    reread_jitter: Option<String>,
+    cache_max_age: Option<String>,
+}
+
+impl RawDiscovery {
+    fn validate(self, check: &Checker<'_>) -> Result<DiscoveryConfig, ConfigError> {
+        let defaults = DiscoveryConfig::default();
+        let persistent_watches = match self.watches.as_deref() {
+            None | Some("persistent") => true,
+            Some("oneshot") => false,
+            Some(other) => {
+                return Err(check.invalid("discovery.watches", quoted(other), "\"persistent\" or \"oneshot\""));
+            }
+        };
+        let max_reads_in_flight = match self.max_reads_in_flight {
+            Some(n) => check.range("discovery.max_reads_in_flight", n, 1, 10_000)?,
+            None => defaults.max_reads_in_flight,
+        };
+        let reread_jitter = match &self.reread_jitter {
+            Some(t) => check.duration("discovery.reread_jitter", t, Duration::ZERO, Duration::from_secs(600))?,
+            None => defaults.reread_jitter,
+        };
+        let cache_max_age = match &self.cache_max_age {
+            Some(t) => {
+                check.duration("discovery.cache_max_age", t, Duration::ZERO, Duration::from_secs(30 * 86_400))?
+            }
+            None => defaults.cache_max_age,
+        };
+        Ok(DiscoveryConfig { persistent_watches, max_reads_in_flight, reread_jitter, cache_max_age })
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -194,6 +264,7 @@ struct RawHaproxy {
     socket: String,
     state_file: Option<PathBuf>,
     host_map: Option<String>,
+    slots_file: Option<PathBuf>,
     resync_interval: Option<String>,
     reload_check_interval: Option<String>,
 }
@@ -239,6 +310,38 @@ impl Config {
     }
 }
 
+/// Whether a server named `<long><number>` could also be `<short><number>`: `long` is `short`
+/// followed by digits only (or the same).
+fn prefixes_clash(short: &str, long: &str) -> bool {
+    long.strip_prefix(short).is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Config {
+    /// What is allowed but worth a warning, at start and by `--check`: listeners and the
+    /// runtime API reachable from beyond this host.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut outside = |what: &str, addr: SocketAddr| {
+            if !addr.ip().is_loopback() {
+                out.push(format!(
+                    "{}: {what} {addr} is not on loopback: reachable from other hosts",
+                    self.file.display()
+                ));
+            }
+        };
+        if let RuntimeAddress::Tcp(addr) = &self.haproxy.socket {
+            outside("haproxy.socket (HAProxy's runtime API, level admin)", *addr);
+        }
+        if let Some(spoe) = &self.spoe {
+            outside("spoe.listen (the SPOE agent)", spoe.listen);
+        }
+        if let Some(addr) = self.status_listen {
+            outside("status.listen (status and metrics)", addr);
+        }
+        out
+    }
+}
+
 /// Lowercase host-name characters: what a request's host can be matched against, and what the
 /// host map's keys may hold.
 fn host_chars(host: &str) -> bool {
@@ -270,24 +373,33 @@ impl RawConfig {
                     "a name no other service has",
                 ));
             }
-            if let Some(backend) = &service.backend
-                && !slots.insert((backend.clone(), service.slot_prefix.clone()))
-            {
-                return Err(check.invalid(
-                    format!("service[{i}].slot_prefix"),
-                    quoted(&service.slot_prefix),
-                    format!("a slot prefix no other service uses in backend {backend:?}"),
-                ));
+            if let Some(backend) = &service.backend {
+                // `web` and `web1` in one backend would both claim `web12`.
+                let clash = slots.iter().find(|(b, p): &&(String, String)| {
+                    b == backend && (prefixes_clash(p, &service.slot_prefix) || prefixes_clash(&service.slot_prefix, p))
+                });
+                if let Some((_, other)) = clash {
+                    return Err(check.invalid(
+                        format!("service[{i}].slot_prefix"),
+                        quoted(&service.slot_prefix),
+                        format!(
+                            "a slot prefix whose server names no other service's can match in backend {backend:?} (it clashes with {other:?})"
+                        ),
+                    ));
+                }
+                slots.insert((backend.clone(), service.slot_prefix.clone()));
             }
             services.push(service);
         }
         let routing = self.routing.unwrap_or_default().validate(&check, &names)?;
+        let discovery = self.discovery.unwrap_or_default().validate(&check)?;
         let spoe = self.spoe.map(|raw| raw.validate(&check)).transpose()?;
         Ok(Config {
             file: file.to_owned(),
             zookeeper,
             haproxy,
             cache_file: self.cache_file,
+            discovery,
             status_listen,
             routing,
             spoe,
@@ -429,6 +541,7 @@ impl RawHaproxy {
             socket,
             state_file: self.state_file.clone(),
             host_map,
+            slots_file: self.slots_file.clone(),
             resync_interval,
             reload_check_interval,
         })
@@ -597,6 +710,8 @@ drain = "0s""#,
             ("zk_path = \"/nerve/services/web/services\"", "zk_path = \"nerve\"", "`service[0].zk_path` = \"nerve\""),
             ("[haproxy]", "[haproxy]\nresync_interval = \"1ms\"", "`haproxy.resync_interval` = \"1ms\""),
             ("[haproxy]", "[haproxy]\nhost_map = \"hosts.map\"", "`haproxy.host_map` = \"hosts.map\""),
+            ("[haproxy]", "[discovery]\nwatches = \"polling\"\n[haproxy]", "`discovery.watches` = \"polling\""),
+            ("[haproxy]", "[discovery]\nmax_reads_in_flight = 0\n[haproxy]", "`discovery.max_reads_in_flight` = 0"),
             (
                 "[haproxy]",
                 "[spoe]\nlisten = \"127.0.0.1:1\"\nhost_suffixes = [\".example\"]\n[haproxy]",
@@ -625,6 +740,31 @@ drain = "0s""#,
             let err = parse(&text).unwrap_err().to_string();
             assert!(err.starts_with("spoa.toml: ") && err.contains(expected), "expected {expected:?} in:\n{err}");
         }
+    }
+
+    #[test]
+    fn slot_prefixes_that_could_match_the_same_server_are_refused() {
+        let clashing = format!(
+            "{MINIMAL}[[service]]\nname = \"web1\"\nzk_path = \"/x\"\nbackend = \"web\"\nslot_prefix = \"web1\"\n"
+        );
+        let err = parse(&clashing).unwrap_err().to_string();
+        assert!(err.contains("`service[1].slot_prefix` = \"web1\"") && err.contains("clashes with \"web\""), "{err}");
+        // Another letter, or another backend: fine.
+        let fine = clashing.replace("slot_prefix = \"web1\"", "slot_prefix = \"webx\"");
+        assert!(parse(&fine).is_ok());
+        let elsewhere = clashing
+            .replace("backend = \"web\"\nslot_prefix = \"web1\"", "backend = \"other\"\nslot_prefix = \"web1\"");
+        assert!(parse(&elsewhere).is_ok());
+    }
+
+    #[test]
+    fn listeners_beyond_loopback_are_warned_about() {
+        let text = MINIMAL.replace("socket = \"/run/haproxy/axon.sock\"", "socket = \"tcp:10.0.0.1:9999\"")
+            + "[spoe]\nlisten = \"0.0.0.0:9103\"\n";
+        let warnings = parse(&text).unwrap().warnings();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("haproxy.socket") && warnings[1].contains("spoe.listen"));
+        assert!(parse(MINIMAL).unwrap().warnings().is_empty());
     }
 
     #[test]

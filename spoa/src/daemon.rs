@@ -22,10 +22,60 @@ pub enum StartError {
     Status(#[from] axon_core::status::BindError),
     #[error(transparent)]
     Spoe(#[from] crate::spop::server::BindError),
+    #[error("another axon-spoa drives this HAProxy (it holds {path}{holder}): one HAProxy, one axon-spoa")]
+    Locked { path: String, holder: String },
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One HAProxy, one axon-spoa: an exclusive lock on a file beside the files it keeps for that
+/// HAProxy (`<state_file>.lock`, else `<host_map>.lock`), held as long as the process runs. A
+/// second axon-spoa for the same HAProxy refuses to start, saying which process holds it.
+fn lock(config: &Config) -> Result<Option<std::fs::File>, StartError> {
+    use std::io::{Read as _, Seek as _, Write as _};
+    let Some(target) = config.haproxy.state_file.as_ref().or(config.haproxy.host_map.as_ref()) else {
+        warn!(
+            "neither haproxy.state_file nor haproxy.host_map is set: nothing stops a second axon-spoa driving this HAProxy"
+        );
+        return Ok(None);
+    };
+    let mut path = target.as_os_str().to_owned();
+    path.push(".lock");
+    let path = std::path::PathBuf::from(path);
+    let shown = path.display().to_string();
+    let failed = |source| StartError::Lock { path: shown.clone(), source };
+    let mut file =
+        std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path).map_err(failed)?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0).map_err(failed)?;
+            file.rewind().map_err(failed)?;
+            writeln!(file, "{}", std::process::id()).map_err(failed)?;
+            Ok(Some(file))
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            Err(StartError::Locked {
+                path: shown,
+                holder: if holder.is_empty() { String::new() } else { format!(", pid {holder}") },
+            })
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(failed(source)),
+    }
 }
 
 /// Runs axon-spoa until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), StartError> {
+    let _lock = lock(&config)?;
+    for warning in config.warnings() {
+        warn!("{warning}");
+    }
     let config = Arc::new(config);
     let (metrics, registry) = Metrics::new();
     let (snapshot_tx, snapshot_rx) = watch::channel(Arc::new(Snapshot::default()));

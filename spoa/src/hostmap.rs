@@ -36,11 +36,11 @@ impl HostMap {
     }
 
     /// What the map should hold now: each host route whose service has discovered instances,
-    /// and whose backend `usable` says HAProxy has.
-    pub fn wanted(&self, snapshot: &Snapshot, usable: impl Fn(&str) -> bool) -> Entries {
+    /// and that `serving(service, backend)` says has a server ready in a backend HAProxy has.
+    pub fn wanted(&self, snapshot: &Snapshot, serving: impl Fn(&str, &str) -> bool) -> Entries {
         self.routes
             .iter()
-            .filter(|r| usable(&r.backend))
+            .filter(|r| serving(&r.service, &r.backend))
             .filter(|r| snapshot.service(&r.service).is_some_and(|v| !v.instances.is_empty()))
             .flat_map(|r| {
                 let value = format!("{}/{}", r.service, r.backend);
@@ -173,7 +173,7 @@ zk_path = "/api"
     #[test]
     fn services_with_instances_and_a_known_backend_are_mapped() {
         let map = host_map();
-        let all = |_: &str| true;
+        let all = |_: &str, _: &str| true;
         assert_eq!(
             map.wanted(&snapshot(&[("web", 2), ("shop", 1), ("api", 3)]), all),
             entries(&[
@@ -187,7 +187,7 @@ zk_path = "/api"
         assert_eq!(map.wanted(&snapshot(&[("web", 0)]), all), entries(&[]));
         // A backend HAProxy lacks: not mapped.
         assert_eq!(
-            map.wanted(&snapshot(&[("web", 1), ("shop", 1)]), |b| b != "be_shop"),
+            map.wanted(&snapshot(&[("web", 1), ("shop", 1)]), |_, b| b != "be_shop"),
             entries(&[("web.example", "web/be_web"), ("web.example.", "web/be_web")])
         );
     }

@@ -35,7 +35,16 @@ fn real_main() -> anyhow::Result<()> {
     let config = Config::load(&cli.config)?;
     if cli.check {
         println!("{}: ok ({} services)", cli.config.display(), config.services.len());
+        for warning in config.warnings() {
+            println!("warning: {warning}");
+        }
         println!("{}", axon_spoa::hostmap::describe(&config));
+        for service in config.services.iter() {
+            if let Some(backend) = &service.backend {
+                let line = axon_spoa::sync::slots::template_line(backend, &service.slot_prefix, 10);
+                println!("backend {backend}: {line}");
+            }
+        }
         return Ok(());
     }
     axon_core::runtime::init_tracing();

@@ -16,10 +16,16 @@ pub struct Metrics {
     pub zk: SessionMetrics,
     pub zk_events: Counter,
     pub zk_reads: Counter,
+    /// Watches discovery holds (persistent: one per path).
+    pub zk_watches: Gauge,
+    /// Reads whose outcome was unknown (read again).
+    pub zk_read_failures: Counter,
     pub instances: Family<ServiceLabel, Gauge>,
     pub problems: Family<ServiceLabel, Gauge>,
     pub commands: Counter,
     pub refused_commands: Counter,
+    /// Commands sent by full passes (repairs and resyncs), apart from changes.
+    pub resync_commands: Counter,
     pub resyncs: Family<ReasonLabel, Counter>,
     pub haproxy_up: Gauge,
     /// 1 for a service whose backend cannot be synced.
@@ -42,10 +48,13 @@ impl Metrics {
             zk: SessionMetrics::default(),
             zk_events: Counter::default(),
             zk_reads: Counter::default(),
+            zk_watches: Gauge::default(),
+            zk_read_failures: Counter::default(),
             instances: Family::default(),
             problems: Family::default(),
             commands: Counter::default(),
             refused_commands: Counter::default(),
+            resync_commands: Counter::default(),
             resyncs: Family::default(),
             haproxy_up: Gauge::default(),
             backend_problems: Family::default(),
@@ -61,10 +70,21 @@ impl Metrics {
         metrics.zk.register(&mut registry);
         registry.register("zk_events", "ZooKeeper watch events", metrics.zk_events.clone());
         registry.register("zk_reads", "ZooKeeper reads (listings and data)", metrics.zk_reads.clone());
+        registry.register("zk_watches", "Persistent ZooKeeper watches held", metrics.zk_watches.clone());
+        registry.register(
+            "zk_read_failures",
+            "ZooKeeper reads that failed without an answer (read again)",
+            metrics.zk_read_failures.clone(),
+        );
         registry.register("instances", "Instances the proxy uses, per service", metrics.instances.clone());
         registry.register("problems", "Znodes skipped or changed, per service", metrics.problems.clone());
         registry.register("commands", "Runtime API commands sent", metrics.commands.clone());
         registry.register("refused_commands", "Runtime API commands HAProxy refused", metrics.refused_commands.clone());
+        registry.register(
+            "resync_commands",
+            "Runtime API commands sent by full passes (repairs of drift, resyncs after reloads)",
+            metrics.resync_commands.clone(),
+        );
         registry.register("resyncs", "Full reads and repairs of HAProxy's state, by reason", metrics.resyncs.clone());
         registry.register("haproxy_up", "1 while HAProxy's runtime API answers", metrics.haproxy_up.clone());
         registry.register(
@@ -84,7 +104,7 @@ impl Metrics {
         );
         registry.register_with_unit(
             "propagation",
-            "From a change read in ZooKeeper to HAProxy having applied it",
+            "From a change read in ZooKeeper to HAProxy having applied it (full passes' repairs not included)",
             prometheus_client::registry::Unit::Seconds,
             metrics.propagation.clone(),
         );

@@ -82,6 +82,7 @@ pub fn shipped_config(dir: &HaproxyDir, name: &str) -> String {
         .replace("/run/haproxy/axon.sock", &dir.socket().display().to_string())
         .replace("/var/lib/haproxy/axon-server-state", &dir.state_file().display().to_string())
         .replace("/var/lib/haproxy/axon-hosts.map", &dir.host_map().display().to_string())
+        .replace("/var/lib/haproxy/axon-slots.cfg", &dir.slots_file().display().to_string())
         .replace("/etc/haproxy/axon-trusted-sources.lst", &dir.trusted_sources().display().to_string())
         .replace("/etc/haproxy/spoe-axon.conf", &root.join("haproxy/spoe-axon.conf").display().to_string())
         .replace("/etc/haproxy/axon.lua", &root.join("lua/axon.lua").display().to_string())
@@ -100,13 +101,16 @@ pub fn axon_config(dir: &HaproxyDir, port: u16, backends: &[Backend<'_>], agent_
     let (head, example) = shipped.split_at(start);
     let mut config = head.to_owned();
     for backend in backends {
+        let template = format!(
+            "server-template {} 1-\"${{{}-{}}}\" ",
+            backend.prefix,
+            axon_spoa::sync::slots::variable(backend.name, backend.prefix),
+            backend.slots
+        );
         config.push_str(
             &example
                 .replace("backend web from axon-http", &format!("backend {} from axon-http", backend.name))
-                .replace(
-                    "server-template web 1-10 ",
-                    &format!("server-template {} 1-{} ", backend.prefix, backend.slots),
-                ),
+                .replace("server-template web 1-\"${AXON_SLOTS_WEB_WEB-10}\" ", &template),
         );
         config.push('\n');
     }
@@ -137,6 +141,7 @@ impl HaproxyDir {
     pub fn new() -> HaproxyDir {
         let dir = HaproxyDir { dir: workdir("haproxy") };
         std::fs::write(dir.host_map(), "").expect("creating the host map");
+        std::fs::write(dir.slots_file(), "").expect("creating the slots file");
         std::fs::copy(bins::workspace_root().join("haproxy/axon-trusted-sources.lst"), dir.trusted_sources())
             .expect("copying the trusted sources");
         dir
@@ -150,6 +155,11 @@ impl HaproxyDir {
     /// The trusted-sources pattern file configurations should name.
     pub fn trusted_sources(&self) -> PathBuf {
         self.dir.path().join("trusted-sources.lst")
+    }
+
+    /// The slots file axon-spoa keeps, loaded first (`-f`) by [`HaproxyDir::start`].
+    pub fn slots_file(&self) -> PathBuf {
+        self.dir.path().join("axon-slots.cfg")
     }
 
     pub fn path(&self) -> &Path {
@@ -166,11 +176,12 @@ impl HaproxyDir {
         self.dir.path().join("server-state")
     }
 
-    /// Writes the configuration and starts HAProxy; returns once the runtime API answers.
+    /// Writes the configuration and starts HAProxy (`-f` the slots file, then it); returns
+    /// once the runtime API answers.
     pub fn start(self, config: &str) -> Haproxy {
         let cfg = self.dir.path().join("haproxy.cfg");
         std::fs::write(&cfg, config).expect("writing haproxy.cfg");
-        if let Err(err) = check_config(&cfg) {
+        if let Err(err) = check_configs(&[&self.slots_file(), &cfg]) {
             panic!("haproxy -c refused the configuration:\n{err}\n{config}");
         }
         let mut haproxy = Haproxy { proc: None, dir: self.dir, cfg };
@@ -194,7 +205,15 @@ pub struct Haproxy {
 impl Haproxy {
     fn spawn(&mut self) {
         let mut command = Command::new(binary());
-        command.arg("-W").arg("-db").arg("-f").arg(&self.cfg).arg("-p").arg(self.dir.path().join("haproxy.pid"));
+        command
+            .arg("-W")
+            .arg("-db")
+            .arg("-f")
+            .arg(self.slots_file())
+            .arg("-f")
+            .arg(&self.cfg)
+            .arg("-p")
+            .arg(self.dir.path().join("haproxy.pid"));
         let proc =
             Proc::spawn("haproxy", &mut command, &self.dir.path().join("haproxy.log")).with_stop_signal(libc::SIGTERM);
         self.proc = Some(proc);
@@ -222,6 +241,10 @@ impl Haproxy {
 
     pub fn trusted_sources(&self) -> PathBuf {
         self.dir.path().join("trusted-sources.lst")
+    }
+
+    pub fn slots_file(&self) -> PathBuf {
+        self.dir.path().join("axon-slots.cfg")
     }
 
     pub fn config_path(&self) -> &Path {
@@ -306,10 +329,20 @@ impl Haproxy {
 
     /// Stops HAProxy and starts it again with the same configuration.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops HAProxy (SIGTERM), its socket gone.
+    pub fn stop(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.stop(libc::SIGTERM, Duration::from_secs(5));
         }
         let _ = std::fs::remove_file(self.socket());
+    }
+
+    /// Starts it again after [`Haproxy::stop`]; returns once the runtime API answers.
+    pub fn start_again(&mut self) {
         self.spawn();
     }
 

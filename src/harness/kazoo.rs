@@ -133,6 +133,22 @@ impl Kazoo {
         reply["acked_ns"].as_u64().unwrap_or_default()
     }
 
+    /// Creates persistent nodes (parents as needed), `(path, data)` each, in one call.
+    pub fn create_many(&mut self, nodes: &[(String, String)]) {
+        self.ok(json!({"op": "create_many", "nodes": nodes}));
+    }
+
+    /// Creates a node (parents as needed) with an ACL that lets nobody read it.
+    pub fn create_unreadable(&mut self, path: &str, data: &str) -> String {
+        let created = self.ok(json!({"op": "create", "path": path, "data": data, "acl": "no-read"}));
+        created.as_str().unwrap_or_default().to_owned()
+    }
+
+    /// Sets a node's ACL: `read-only` (anyone may read, nobody write) or `open`.
+    pub fn set_acl(&mut self, path: &str, acl: &str) {
+        self.ok(json!({"op": "set_acl", "path": path, "acl": acl}));
+    }
+
     pub fn set(&mut self, path: &str, data: &str) {
         self.ok(json!({"op": "set", "path": path, "data": data}));
     }

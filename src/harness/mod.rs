@@ -2,6 +2,7 @@
 
 pub mod bins;
 pub mod haproxy;
+pub mod hosts;
 pub mod http;
 pub mod kazoo;
 pub mod load;

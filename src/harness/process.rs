@@ -36,6 +36,32 @@ pub fn leftovers() -> Vec<String> {
     found
 }
 
+/// The CPU time `pid` and its children (HAProxy's worker is its master's child) have used so
+/// far, every thread: the kernel's exact run time (`schedstat`, nanoseconds), not ticks.
+pub fn cpu_time(pid: i32) -> Duration {
+    let mut pids = vec![pid];
+    if let Ok(children) = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")) {
+        pids.extend(children.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+    }
+    let mut nanoseconds: u64 = 0;
+    for p in pids {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
+        for task in tasks.flatten() {
+            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
+                nanoseconds += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    Duration::from_nanos(nanoseconds)
+}
+
+/// The share of one core `pid` (and its children) uses over the next `window`.
+pub fn cpu_share(pid: i32, window: Duration) -> f64 {
+    let before = cpu_time(pid);
+    std::thread::sleep(window);
+    (cpu_time(pid) - before).as_secs_f64() / window.as_secs_f64()
+}
+
 /// A running (or exited) child process.
 #[derive(Debug)]
 pub struct Proc {

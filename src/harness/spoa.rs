@@ -44,12 +44,13 @@ impl SpoaDir {
             state_file.map(|p| format!("state_file = {:?}\n", p.display().to_string())).unwrap_or_default();
         format!(
             "cache_file = {:?}\n\n[status]\nlisten = \"127.0.0.1:{}\"\n\n[zookeeper]\nconnect = {zk:?}\nsession_timeout = \"4s\"\n\
-             reconnect_backoff_max = \"500ms\"\n\n[haproxy]\nsocket = {:?}\nhost_map = {:?}\n{state_file}resync_interval = \"1s\"\n\
+             reconnect_backoff_max = \"500ms\"\n\n[haproxy]\nsocket = {:?}\nhost_map = {:?}\nslots_file = {:?}\n{state_file}resync_interval = \"1s\"\n\
              reload_check_interval = \"100ms\"\n\n",
             self.cache_file().display().to_string(),
             self.status_port,
             haproxy.socket().display().to_string(),
             haproxy.host_map().display().to_string(),
+            haproxy.slots_file().display().to_string(),
         )
     }
 

@@ -1,7 +1,8 @@
 //! Real ZooKeeper: a standalone node or a three-node ensemble on 127.0.0.1, on free ports,
 //! with single nodes that can be stopped, killed (SIGKILL), paused (SIGSTOP) and restarted.
 //!
-//! Nodes run the JVM directly (not zkServer.sh) with tickTime=500, so sessions from 1 s to
+//! Nodes run the JVM directly (not zkServer.sh; heap `AXON_ZK_HEAP`, 128m unless set) with
+//! tickTime=500, so sessions from 1 s to
 //! 10 s are accepted and expiry tests stay short, and with `forceSync=no`: these nodes never
 //! outlive a power loss, and an fsync per write on a virtual disk would only measure the disk. Readiness is `srvr` answering with a
 //! `Mode:` line: `ruok` answers even on a node that lost quorum.
@@ -70,7 +71,7 @@ impl Ensemble {
             let mut cfg = format!(
                 "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={client_port}\n\
                  clientPortAddress=127.0.0.1\nadmin.enableServer=false\n\
-                 4lw.commands.whitelist=ruok,srvr,stat,mntr,conf,isro,cons\nmaxClientCnxns=0\n\
+                 4lw.commands.whitelist=ruok,srvr,stat,mntr,conf,isro,cons,wchs,wchc\nmaxClientCnxns=0\n\
                  autopurge.purgeInterval=0\nforceSync=no\n",
                 node_dir.join("data").display()
             );
@@ -95,7 +96,7 @@ impl Ensemble {
         let node = &mut self.nodes[i];
         let mut command = Command::new(java);
         command
-            .arg("-Xmx128m")
+            .arg(format!("-Xmx{}", std::env::var("AXON_ZK_HEAP").unwrap_or_else(|_| "128m".into())))
             .arg("-XX:+UseSerialGC")
             .arg("-XX:TieredStopAtLevel=1")
             .arg("-Dzookeeper.root.logger=INFO,CONSOLE")

@@ -8,7 +8,10 @@ process serves a whole test. Commands:
       with "within": seconds, each read gives up after that long (while ZooKeeper is away, say)
   {"op": "create", "path": p, "data": text, "ephemeral": bool, "sequence": bool}
                                                  -> {"ok": created_path}
+      with "acl": "no-read", the node is created with an ACL that lets nobody read it
+  {"op": "create_many", "nodes": [[p, text], ...]} -> {"ok": count}  persistent, parents as needed
   {"op": "set", "path": p, "data": text}         -> {"ok": null}
+  {"op": "set_acl", "path": p, "acl": "read-only" | "open"} -> {"ok": null}
   {"op": "delete", "path": p, "recursive": bool} -> {"ok": null}
   {"op": "session"}                              -> {"ok": "0x..."}
   "create" and "delete" with "timed": true answer {"ok": {"path": p, "acked_ns": t}}: t is
@@ -24,6 +27,13 @@ import time
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError
+from kazoo.security import ACL, ANYONE_ID_UNSAFE, Permissions
+
+ACLS = {
+    "no-read": [ACL(Permissions.ALL & ~Permissions.READ, ANYONE_ID_UNSAFE)],
+    "read-only": [ACL(Permissions.READ, ANYONE_ID_UNSAFE)],
+    "open": [ACL(Permissions.ALL, ANYONE_ID_UNSAFE)],
+}
 
 
 def main():
@@ -76,6 +86,7 @@ def handle(client, cmd):
         created = client.create(
             path,
             cmd.get("data", "").encode(),
+            acl=ACLS[cmd["acl"]] if cmd.get("acl") else None,
             ephemeral=cmd.get("ephemeral", False),
             sequence=cmd.get("sequence", False),
             makepath=True,
@@ -83,6 +94,13 @@ def handle(client, cmd):
         return timed(cmd, created)
     if op == "set":
         client.set(path, cmd["data"].encode())
+        return None
+    if op == "create_many":
+        for node_path, data in cmd["nodes"]:
+            client.create(node_path, data.encode(), makepath=True)
+        return len(cmd["nodes"])
+    if op == "set_acl":
+        client.set_acls(path, ACLS[cmd["acl"]])
         return None
     if op == "delete":
         client.delete(path, recursive=cmd.get("recursive", False))

@@ -15,8 +15,8 @@ use crate::model::{Snapshot, Source};
 const WRITE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Reads a cached snapshot, its services marked as coming from the cache. A missing or
-/// unreadable cache is `None` (and the reason logged).
-pub fn load(path: &Path) -> Option<Snapshot> {
+/// unreadable cache, or one taken more than `max_age` ago, is `None` (and the reason logged).
+pub fn load(path: &Path, max_age: Duration) -> Option<Snapshot> {
     let text = match std::fs::read(path) {
         Ok(text) => text,
         Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
@@ -27,6 +27,11 @@ pub fn load(path: &Path) -> Option<Snapshot> {
     };
     match serde_json::from_slice::<Snapshot>(&text) {
         Ok(mut snapshot) => {
+            let age = snapshot.taken.and_then(|t| std::time::SystemTime::now().duration_since(t).ok());
+            if age.is_none_or(|age| age > max_age) {
+                warn!(path = %path.display(), ?age, ?max_age, "ignoring a cache older than cache_max_age");
+                return None;
+            }
             for view in snapshot.services.values_mut() {
                 view.source = Source::Cache;
             }
@@ -59,10 +64,13 @@ pub async fn keep(path: &Path, mut snapshots: watch::Receiver<Arc<Snapshot>>, sh
         let snapshot = snapshots.borrow_and_update().clone();
         let from_zookeeper = snapshot.services.values().all(|v| v.source != Source::Cache);
         if snapshot.version != written && from_zookeeper && !snapshot.services.is_empty() {
-            if let Err(err) = store(path, &snapshot) {
+            // Off the daemon's thread: a slow disk must not hold the sync or discovery.
+            let (file, version) = (path.to_owned(), snapshot.version);
+            let stored = tokio::task::spawn_blocking(move || store(&file, &snapshot)).await;
+            if let Err(err) = stored.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
                 warn!(path = %path.display(), %err, "cannot write the cache");
             }
-            written = snapshot.version;
+            written = version;
         }
         if stop {
             return;
@@ -85,7 +93,8 @@ mod tests {
     fn round_trips_and_marks_the_source() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.json");
-        assert!(load(&path).is_none());
+        let hour = Duration::from_secs(3600);
+        assert!(load(&path, hour).is_none());
         let instance = Instance {
             endpoint: Endpoint::new([10, 0, 0, 1].into(), 80),
             weight: 3,
@@ -94,13 +103,16 @@ mod tests {
             znode: "h1_0000000001".into(),
         };
         let view = ServiceView { instances: vec![instance.clone()], source: Source::Discovered, problems: vec![] };
-        let snapshot = Snapshot { services: BTreeMap::from([("web".into(), view)]), version: 7, taken: None };
+        let taken = std::time::SystemTime::now() - Duration::from_secs(60);
+        let snapshot = Snapshot { services: BTreeMap::from([("web".into(), view)]), version: 7, taken: Some(taken) };
         store(&path, &snapshot).unwrap();
-        let loaded = load(&path).unwrap();
+        // Older than the age allowed: not trusted.
+        assert!(load(&path, Duration::from_secs(30)).is_none());
+        let loaded = load(&path, hour).unwrap();
         assert_eq!(loaded.version, 7);
         assert_eq!(loaded.services["web"].instances, vec![instance]);
         assert_eq!(loaded.services["web"].source, Source::Cache);
         std::fs::write(&path, "{ broken").unwrap();
-        assert!(load(&path).is_none());
+        assert!(load(&path, hour).is_none());
     }
 }

@@ -1,79 +1,98 @@
-//! Discovery: one ZooKeeper session, a watch on every service path and on every child's data,
-//! and a [`Snapshot`] published after every change.
+//! Discovery: one ZooKeeper session, one watch per service path, and a [`Snapshot`] published
+//! whenever a service's view changes.
 //!
-//! - Every watch event is followed by a re-read of what it is about; events that arrive while
-//!   a batch is read are handled together in the next batch, so a burst is coalesced without
-//!   delaying a single change.
-//! - A reconnection within the same session re-lists every path (ZooKeeper re-arms one-shot
-//!   watches itself and fires those whose node changed meanwhile); a new session, after an
-//!   expiry, re-reads everything. A snapshot is published only once a whole read is done, so
-//!   the proxy never sees half a state.
-//! - While ZooKeeper is unreachable or the session is being replaced, the last snapshot stays:
-//!   HAProxy keeps its servers. At a cold start with ZooKeeper down, the cached snapshot (see
-//!   [`cache`]) is published instead.
-//! - Host names in records are resolved to IP literals (cached for a minute); a record that
-//!   cannot be used is skipped and reported in the service's `problems`.
+//! The decisions are in [`core`] (what to read, what a result or an event means, when a path's
+//! state can be given out), [`dns`] (names to look up) and [`policy`] (from what was found to
+//! what the proxy uses); this shell runs them: it opens the session
+//! ([`axon_core::zk::Session`], as a reader: it never writes), performs the reads the core asks
+//! for, forwards watch events and link changes to it, runs the lookups, and publishes.
 //!
-//! Lifecycle: `Connecting` → `Reading` → `Watching` ⇄ `Disconnected`; `Expired` → `Connecting`.
+//! - While ZooKeeper is unreachable, disconnected, or the session is being replaced, the last
+//!   snapshot stays: HAProxy keeps its servers. Each service's view changes only once its path
+//!   was read consistently again.
+//! - At a start, the cache (if younger than `cache_max_age`) is the previous view: a service
+//!   whose path turns out empty keeps its cached instances (`on_empty = "keep"`), and with
+//!   ZooKeeper down the cache is published as is.
+//! - Nothing here waits for a time in the past: the loop sleeps until the core's or the
+//!   lookups' next due time, or until something happens.
 
 pub mod cache;
+pub mod core;
+pub mod dns;
 pub mod policy;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use axon_core::record::child_path;
-use axon_core::zk::ZkSettings;
-use futures_util::future::join_all;
+use axon_core::zk::{Refusal, Role, Session, Transition, Verdict, verdict};
+use futures_util::StreamExt as _;
+use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
+use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
-use zookeeper_client::{Client, Error as ZkError, OneshotWatcher, SessionState};
+use tracing::{Instrument as _, debug, info, warn};
+use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, SessionState};
 
+use self::core::{Core, Event, Failure, Found, Limits, Mode, Outcome, Read};
+use self::dns::Dns;
 use crate::config::{Config, ServiceConfig};
 use crate::metrics::Metrics;
 use crate::model::{ServiceView, Snapshot, Source};
-use policy::{Child, Found};
+use policy::Child;
 
-/// How long a resolved host name is trusted.
-const RESOLVE_TTL: Duration = Duration::from_secs(60);
+/// The longest a lookup may take.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where discovery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DiscoveryState {
+    /// Opening a session.
+    #[default]
+    Connecting,
+    /// Connected, reading what it owes.
+    Reading,
+    /// Connected, every path read: following the watches.
+    Watching,
+    /// The session lives, the connection does not: the last state serves.
+    Disconnected,
+    /// The session ended; a new one is being opened.
+    Expired,
+    Stopped,
+}
 
 /// What discovery reports, for the status endpoint.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DiscoveryStatus {
-    /// `connecting`, `reading`, `watching`, `disconnected`, `expired`, `stopped`.
-    pub state: &'static str,
+    pub state: DiscoveryState,
     pub session_id: Option<String>,
+    /// `persistent` (one recursive watch per path) or `oneshot`.
+    pub watches: Option<&'static str>,
+    pub reads_in_flight: usize,
     pub last_error: Option<String>,
-}
-
-/// What a watch reports.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-enum Event {
-    /// A service path's children changed, or the path appeared or vanished.
-    Children(usize),
-    /// A child's data changed or the child vanished.
-    Data(usize, String),
-}
-
-/// One service's state within the current session.
-#[derive(Debug, Default)]
-struct Watched {
-    exists: bool,
-    children: BTreeMap<String, Child>,
-    /// A children (or existence) watch is pending.
-    path_armed: bool,
-    /// Children with a pending data watch.
-    data_armed: BTreeSet<String>,
 }
 
 enum SessionEnd {
     Stopped,
-    Expired,
+    Ended,
 }
+
+/// What the watch forwarders send the loop.
+#[derive(Debug)]
+enum Signal {
+    Event(Event),
+    /// A persistent watcher saw the connection go (`false`) or come back (`true`). Its session
+    /// events are queued one by one, where the client's state watcher keeps only the latest
+    /// (a quick reconnection would be missed, and with it the watches it dropped).
+    Link(bool),
+}
+
+type Pending<T> = FuturesUnordered<Pin<Box<dyn Future<Output = T> + Send>>>;
 
 pub struct Discovery {
     config: Arc<Config>,
@@ -81,12 +100,18 @@ pub struct Discovery {
     status: watch::Sender<DiscoveryStatus>,
     metrics: Metrics,
     shutdown: CancellationToken,
-    watched: Vec<Watched>,
+    core: Core,
+    dns: Dns,
+    /// Per service (configuration order): its path in the core.
+    service_path: Vec<usize>,
     views: Vec<Option<ServiceView>>,
     /// Whether this process published a snapshot read from ZooKeeper yet.
     published: bool,
     version: u64,
-    resolved: HashMap<String, (IpAddr, Instant)>,
+    /// Per path: the task forwarding its persistent watch's events (replaced when re-added).
+    forwarders: Vec<Option<AbortHandle>>,
+    /// Something changed since the views were last computed.
+    dirty: bool,
 }
 
 impl Discovery {
@@ -97,317 +122,254 @@ impl Discovery {
         metrics: Metrics,
         shutdown: CancellationToken,
     ) -> Discovery {
+        // One watch per distinct path, however many services read it.
+        let mut paths: Vec<String> = Vec::new();
+        let service_path = config
+            .services
+            .iter()
+            .map(|s| {
+                paths.iter().position(|p| *p == s.zk_path).unwrap_or_else(|| {
+                    paths.push(s.zk_path.clone());
+                    paths.len() - 1
+                })
+            })
+            .collect();
+        let d = config.discovery;
+        let mode = if d.persistent_watches { Mode::Persistent } else { Mode::Oneshot };
+        let limits = Limits { max_in_flight: d.max_reads_in_flight, jitter: d.reread_jitter, ..Limits::default() };
+        let core = Core::new(&paths, mode, limits);
         let count = config.services.len();
         Discovery {
+            forwarders: vec![None; paths.len()],
             config,
             snapshots,
             status,
             metrics,
             shutdown,
-            watched: (0..count).map(|_| Watched::default()).collect(),
+            core,
+            dns: Dns::default(),
+            service_path,
             views: vec![None; count],
             published: false,
             version: 0,
-            resolved: HashMap::new(),
+            dirty: true,
         }
     }
 
     /// Runs until `shutdown` is cancelled.
     pub async fn run(mut self) {
+        let cached =
+            self.config.cache_file.as_deref().and_then(|p| cache::load(p, self.config.discovery.cache_max_age));
+        if let Some(cached) = &cached {
+            // The previous view of each service, until ZooKeeper says otherwise.
+            self.version = cached.version;
+            for (view, service) in self.views.iter_mut().zip(&self.config.services) {
+                *view = cached.services.get(&service.name).cloned();
+            }
+        }
         let settings = self.config.zookeeper.clone();
         loop {
-            let Some(client) = self.open(&settings).await else { break };
-            self.watched.iter_mut().for_each(|w| *w = Watched::default());
-            match self.serve(&client).await {
+            self.set_state(DiscoveryState::Connecting, None);
+            let (status, snapshots, metrics) = (&self.status, &self.snapshots, &self.metrics);
+            let mut cache_used = false;
+            let session = Session::open(&settings, Role::Reader, &metrics.zk, &self.shutdown, |err, delay| {
+                warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
+                status.send_modify(|s| s.last_error = Some(format!("open session: {err}")));
+                // A cold start with ZooKeeper down: the cached state is better than none.
+                if !cache_used && snapshots.borrow().version == 0 {
+                    cache_used = true;
+                    if let Some(snapshot) = cached.clone() {
+                        info!(
+                            services = snapshot.services.len(),
+                            "ZooKeeper unreachable at start: using the cached state"
+                        );
+                        snapshots.send_replace(Arc::new(snapshot));
+                    }
+                }
+            })
+            .await;
+            let Some(mut session) = session else { break };
+            let span = session.span().clone();
+            let end = self.serve(&mut session).instrument(span).await;
+            match end {
                 SessionEnd::Stopped => break,
-                SessionEnd::Expired => {
-                    self.metrics.zk.expiries.inc();
-                    self.set_state("expired", None);
+                SessionEnd::Ended => {
+                    self.core.expired();
+                    self.set_state(DiscoveryState::Expired, None);
                 }
             }
         }
-        self.set_state("stopped", None);
+        self.set_state(DiscoveryState::Stopped, None);
     }
 
-    async fn open(&mut self, settings: &ZkSettings) -> Option<Client> {
-        self.set_state("connecting", None);
-        let (status, snapshots, config) = (&self.status, &self.snapshots, &self.config);
-        let mut cache_used = false;
-        let client = axon_core::zk::open_session(settings, &self.shutdown, |err, delay| {
-            warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
-            status.send_modify(|s| s.last_error = Some(format!("open session: {err}")));
-            // Cold start with ZooKeeper down: the cached state is better than none.
-            if !cache_used && snapshots.borrow().version == 0 {
-                cache_used = true;
-                if let Some(snapshot) = config.cache_file.as_deref().and_then(cache::load) {
-                    info!(services = snapshot.services.len(), "ZooKeeper unreachable at start: using the cached state");
-                    snapshots.send_replace(Arc::new(snapshot));
-                }
-            }
-        })
-        .await?;
-        if !self.published {
-            // After a cached snapshot: continue its numbering, and let "keep the previous
-            // instances" see what it held.
-            let cached = self.snapshots.borrow().clone();
-            self.version = self.version.max(cached.version);
-            for (view, service) in self.views.iter_mut().zip(&self.config.services) {
-                if view.is_none() {
-                    *view = cached.services.get(&service.name).cloned();
-                }
-            }
-        }
-        info!(session = %client.session_id(), hosts = %settings.hosts, "ZooKeeper session opened");
-        self.metrics.zk.sessions.inc();
-        Some(client)
-    }
-
-    async fn serve(&mut self, client: &Client) -> SessionEnd {
-        let session = client.session_id().0;
-        let mut states = client.state_watcher();
-        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Event>();
+    async fn serve(&mut self, session: &mut Session) -> SessionEnd {
+        let client = session.client().clone();
+        let id = session.id();
+        let (events_tx, mut events_rx) = mpsc::unbounded_channel::<Signal>();
+        let mut reads: Pending<(Read, Outcome, Option<PersistentWatcher>)> = FuturesUnordered::new();
+        let mut lookups: Pending<(String, Result<IpAddr, String>)> = FuturesUnordered::new();
+        // The first session of this process reads at once (it has nothing to serve yet); later
+        // ones, after an expiry that may have hit a whole fleet, within the jitter.
+        let draw = if self.published { rand::random() } else { 0.0 };
+        self.core.connected(id, Instant::now(), draw);
         let mut connected = true;
-        // Whether a whole read is owed: at the start of a session, and after a failed batch.
-        let mut full_read = true;
-        let mut retry = axon_core::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-        let mut retry_at: Option<tokio::time::Instant> = None;
-        self.set_state("reading", Some(session));
         loop {
-            if connected && full_read && retry_at.is_none_or(|at| at <= tokio::time::Instant::now()) {
-                let all: BTreeSet<Event> = (0..self.watched.len()).map(Event::Children).collect();
-                match self.read(client, all, &events_tx).await {
-                    Ok(()) => {
-                        full_read = false;
-                        retry_at = None;
-                        retry.reset();
-                        self.publish();
-                        self.set_state("watching", Some(session));
-                    }
-                    Err(ZkError::SessionExpired) => return SessionEnd::Expired,
-                    Err(err) => {
-                        let delay = retry.next_delay();
-                        warn!(%err, retry_in = ?delay, "reading ZooKeeper failed");
-                        self.status.send_modify(|s| s.last_error = Some(err.to_string()));
-                        retry_at = Some(tokio::time::Instant::now() + delay);
-                    }
-                }
+            let now = Instant::now();
+            for read in self.core.reads(now) {
+                debug!(?read, "read");
+                self.metrics.zk_reads.inc();
+                reads.push(Box::pin(perform(
+                    client.clone(),
+                    self.core_path(&read).to_owned(),
+                    read,
+                    events_tx.clone(),
+                )));
             }
-            let wait_retry = async {
-                match retry_at {
-                    Some(at) => tokio::time::sleep_until(at).await,
+            if self.core.take_fell_back() {
+                warn!("ZooKeeper refused a persistent watch (a server before 3.6): one-shot watches from now on");
+            }
+            self.publish_if_changed(now);
+            for host in self.dns.due(now) {
+                lookups.push(Box::pin(lookup(host)));
+            }
+            let state = match (connected, self.core.quiet()) {
+                (false, _) => DiscoveryState::Disconnected,
+                (true, true) => DiscoveryState::Watching,
+                (true, false) => DiscoveryState::Reading,
+            };
+            self.set_state(state, Some(id));
+            let wake = [self.core.next_wake(now), self.dns.next_wake(now)].into_iter().flatten().min();
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
                     None => std::future::pending().await,
                 }
             };
+            // The link as the state watcher or a persistent watcher saw it change, once each way.
+            let mut link = |up: bool, core: &mut Core| {
+                if up && !connected {
+                    core.connected(id, Instant::now(), rand::random());
+                } else if !up && connected {
+                    core.disconnected();
+                }
+                connected = up;
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled() => return SessionEnd::Stopped,
-                Some(event) = events_rx.recv() => {
-                    self.metrics.zk_events.inc();
-                    let mut batch = BTreeSet::from([event]);
-                    while let Ok(more) = events_rx.try_recv() {
-                        self.metrics.zk_events.inc();
-                        batch.insert(more);
-                    }
-                    self.disarm(&batch);
-                    if full_read || !connected {
-                        continue;
-                    }
-                    match self.read(client, batch, &events_tx).await {
-                        Ok(()) => self.publish(),
-                        Err(ZkError::SessionExpired) => return SessionEnd::Expired,
-                        Err(err) => {
-                            debug!(%err, "reading after an event failed; reading everything again");
-                            full_read = true;
-                        }
-                    }
-                }
-                state = states.changed() => match state {
-                    SessionState::SyncConnected | SessionState::ConnectedReadOnly => {
-                        if !connected {
-                            info!(session = %client.session_id(), "ZooKeeper connection restored, same session: reading again");
-                            self.metrics.zk.reconnects.inc();
-                            full_read = true;
-                        }
-                        connected = true;
-                    }
-                    SessionState::Disconnected => {
-                        warn!(session = %client.session_id(), "ZooKeeper connection lost; keeping the last state");
-                        connected = false;
-                        self.set_state("disconnected", Some(session));
-                    }
-                    terminal => {
-                        warn!(session = %client.session_id(), state = %terminal, "ZooKeeper session ended; keeping the last state");
-                        return SessionEnd::Expired;
-                    }
+                transition = session.transition() => match transition {
+                    Transition::Disconnected => link(false, &mut self.core),
+                    Transition::Reconnected => link(true, &mut self.core),
+                    Transition::Ended(_) => return SessionEnd::Ended,
                 },
-                _ = wait_retry => {}
-            }
-        }
-    }
-
-    /// Watches that fired are no longer pending.
-    fn disarm(&mut self, events: &BTreeSet<Event>) {
-        for event in events {
-            match event {
-                Event::Children(i) => self.watched[*i].path_armed = false,
-                Event::Data(i, child) => {
-                    self.watched[*i].data_armed.remove(child);
-                }
-            }
-        }
-    }
-
-    /// Reads what `events` are about: the children of paths (and the data of new children),
-    /// and the data of children. Arms a watch wherever none is pending.
-    async fn read(
-        &mut self,
-        client: &Client,
-        events: BTreeSet<Event>,
-        events_tx: &mpsc::UnboundedSender<Event>,
-    ) -> Result<(), ZkError> {
-        let config = self.config.clone();
-        let mut to_fetch: BTreeSet<(usize, String)> = BTreeSet::new();
-        let paths: Vec<usize> =
-            events.iter().filter_map(|e| if let Event::Children(i) = e { Some(*i) } else { None }).collect();
-        let listings = join_all(paths.iter().map(|&i| self.list(client, i, &config.services[i], events_tx))).await;
-        for (&i, listing) in paths.iter().zip(listings) {
-            let Some(children) = listing? else {
-                let watched = &mut self.watched[i];
-                watched.exists = false;
-                watched.children.clear();
-                continue;
-            };
-            let watched = &mut self.watched[i];
-            watched.exists = true;
-            watched.children.retain(|name, _| children.contains(name));
-            watched.data_armed.retain(|name| children.contains(name));
-            for child in children {
-                if !watched.children.contains_key(&child) {
-                    to_fetch.insert((i, child));
-                }
-            }
-        }
-        for event in &events {
-            if let Event::Data(i, child) = event
-                && self.watched[*i].children.contains_key(child)
-            {
-                to_fetch.insert((*i, child.clone()));
-            }
-        }
-        let fetched = join_all(to_fetch.iter().map(|(i, child)| self.fetch(client, *i, child))).await;
-        for ((i, child), result) in to_fetch.into_iter().zip(fetched) {
-            match result? {
-                Fetched::Gone => {
-                    self.watched[i].children.remove(&child);
-                }
-                Fetched::Record { record, watcher } => {
-                    if let Some(watcher) = watcher {
-                        self.watched[i].data_armed.insert(child.clone());
-                        forward(watcher, events_tx.clone(), Event::Data(i, child.clone()));
+                Some(signal) = events_rx.recv() => {
+                    let mut signals = vec![signal];
+                    while let Ok(more) = events_rx.try_recv() {
+                        signals.push(more);
                     }
-                    let parsed = match record {
-                        Ok(record) => match self.resolve(&record.host).await {
-                            Ok(ip) => policy::instance_of(&child, &record, ip),
-                            Err(err) => Child::Skipped(format!("cannot resolve host {:?}: {err}", record.host)),
-                        },
-                        Err(reason) => Child::Skipped(reason),
-                    };
-                    self.watched[i].children.insert(child, parsed);
+                    for signal in signals {
+                        match signal {
+                            Signal::Event(event) => {
+                                debug!(?event, "event");
+                                self.metrics.zk_events.inc();
+                                self.core.event(event);
+                            }
+                            Signal::Link(up) => link(up, &mut self.core),
+                        }
+                    }
+                    self.dirty = true;
                 }
+                Some((read, outcome, watcher)) = reads.next(), if !reads.is_empty() => {
+                    if let Outcome::Failed(Failure::Lost(err)) = &outcome {
+                        self.metrics.zk_read_failures.inc();
+                        debug!(?read, %err, "a read failed; it is read again");
+                        self.status.send_modify(|s| s.last_error = Some(err.clone()));
+                    }
+                    if let (Read::Watch { path }, Some(watcher)) = (&read, watcher) {
+                        self.forward_persistent(*path, watcher, &events_tx);
+                    }
+                    debug!(?read, ?outcome, "done");
+                    self.core.done(read, outcome, Instant::now());
+                    self.dirty = true;
+                }
+                Some((host, result)) = lookups.next(), if !lookups.is_empty() => {
+                    if let Err(err) = &result {
+                        debug!(%host, %err, "cannot resolve a host name; trying again later");
+                    }
+                    self.dns.resolved(&host, result, Instant::now());
+                    self.dirty = true;
+                }
+                _ = timer => {}
             }
         }
-        Ok(())
     }
 
-    /// Lists a path's children, arming a children watch (or, when the path is missing, an
-    /// existence watch) unless one is pending. `None` when the path does not exist.
-    async fn list(
-        &self,
-        client: &Client,
-        i: usize,
-        service: &ServiceConfig,
-        events_tx: &mpsc::UnboundedSender<Event>,
-    ) -> Result<Option<BTreeSet<String>>, ZkError> {
-        self.metrics.zk_reads.inc();
-        let armed = self.watched[i].path_armed;
-        let listed = if armed {
-            client.list_children(&service.zk_path).await.map(|c| (c, None))
-        } else {
-            client.list_and_watch_children(&service.zk_path).await.map(|(c, w)| (c, Some(w)))
+    fn core_path(&self, read: &Read) -> &str {
+        let index = match read {
+            Read::Watch { path } | Read::List { path, .. } | Read::Data { path, .. } => *path,
         };
-        match listed {
-            Ok((children, watcher)) => {
-                if let Some(watcher) = watcher {
-                    forward(watcher, events_tx.clone(), Event::Children(i));
-                }
-                Ok(Some(children.into_iter().collect()))
-            }
-            Err(ZkError::NoNode) if !armed => {
-                // Watch for the path to appear; if it appeared meanwhile, that fires at once.
-                let (stat, watcher) = client.check_and_watch_stat(&service.zk_path).await?;
-                forward(watcher, events_tx.clone(), Event::Children(i));
-                if stat.is_some() {
-                    debug!(path = %service.zk_path, "path appeared while being watched");
-                }
-                Ok(None)
-            }
-            Err(ZkError::NoNode) => Ok(None),
-            Err(err) => Err(err),
-        }
+        self.core.paths().nth(index).unwrap_or_default()
     }
 
-    /// Reads one child's record (from its name when it carries one), arming a data watch unless
-    /// one is pending.
-    async fn fetch(&self, client: &Client, i: usize, child: &str) -> Result<Fetched, ZkError> {
-        if policy::encoded_in_name(child)
-            && let Ok(record) = policy::record_of(child, None)
-        {
-            return Ok(Fetched::Record { record: Ok(record), watcher: None });
+    /// Forwards a path's persistent watch events to the core, replacing the previous watcher
+    /// (which, after a reconnection, receives nothing any more: see core's rule 3). The new one
+    /// is registered before the old one goes, so the client sends no `RemoveWatches`.
+    fn forward_persistent(
+        &mut self,
+        path: usize,
+        mut watcher: PersistentWatcher,
+        events: &mpsc::UnboundedSender<Signal>,
+    ) {
+        let events = events.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let event = watcher.changed().await;
+                let forwarded = match event.event_type {
+                    EventType::Session => match event.session_state {
+                        // After a terminal state the watcher must not be polled again.
+                        state if state.is_terminated() => return,
+                        SessionState::Disconnected => Signal::Link(false),
+                        _ => Signal::Link(true),
+                    },
+                    EventType::NodeCreated => Signal::Event(Event::Created(event.path)),
+                    EventType::NodeDeleted => Signal::Event(Event::Deleted(event.path)),
+                    EventType::NodeDataChanged => Signal::Event(Event::DataChanged(event.path)),
+                    EventType::NodeChildrenChanged => continue,
+                };
+                if events.send(forwarded).is_err() {
+                    return;
+                }
+            }
+        });
+        if let Some(old) = self.forwarders.get_mut(path).and_then(|f| f.replace(task.abort_handle())) {
+            old.abort();
         }
-        self.metrics.zk_reads.inc();
-        let path = child_path(&self.config.services[i].zk_path, child);
-        let result = if self.watched[i].data_armed.contains(child) {
-            client.get_data(&path).await.map(|(data, _)| (data, None))
-        } else {
-            client.get_and_watch_data(&path).await.map(|(data, _, watcher)| (data, Some(watcher)))
-        };
-        match result {
-            Ok((data, watcher)) => Ok(Fetched::Record { record: policy::record_of(child, Some(&data)), watcher }),
-            Err(ZkError::NoNode) => Ok(Fetched::Gone),
-            Err(err) => Err(err),
-        }
-    }
-
-    async fn resolve(&mut self, host: &str) -> Result<IpAddr, String> {
-        if let Ok(ip) = host.parse::<IpAddr>() {
-            return Ok(ip);
-        }
-        if let Some((ip, at)) = self.resolved.get(host)
-            && at.elapsed() < RESOLVE_TTL
-        {
-            return Ok(*ip);
-        }
-        let resolved = tokio::time::timeout(Duration::from_secs(2), tokio::net::lookup_host((host, 0)))
-            .await
-            .map_err(|_| "timed out".to_owned())?
-            .map_err(|e| e.to_string())?
-            .map(|addr| addr.ip())
-            .next()
-            .ok_or_else(|| "no address".to_owned())?;
-        self.resolved.insert(host.to_owned(), (resolved, Instant::now()));
-        Ok(resolved)
+        self.metrics.zk_watches.set(i64::try_from(self.forwarders.iter().flatten().count()).unwrap_or(i64::MAX));
     }
 
     /// Publishes a new snapshot if any service's view changed.
-    fn publish(&mut self) {
+    fn publish_if_changed(&mut self, now: Instant) {
+        if !std::mem::take(&mut self.dirty) {
+            return;
+        }
+        let paths = self.core.views();
+        // The names records use, for the lookups.
+        let hosts: Vec<String> = paths
+            .iter()
+            .filter_map(|p| match &p.found {
+                Some(Found::Children(children)) => Some(children.values().filter_map(|r| r.as_ref().ok())),
+                _ => None,
+            })
+            .flatten()
+            .map(|r| r.host.clone())
+            .collect();
+        self.dns.keep(hosts.iter().map(String::as_str), now);
         let mut changed = false;
         for (i, service) in self.config.services.iter().enumerate() {
-            let watched = &self.watched[i];
-            let found = if watched.exists {
-                Found::Children(watched.children.iter().map(|(name, child)| (name.as_str(), child)).collect())
-            } else {
-                Found::Missing
+            let path = &paths[self.service_path[i]];
+            let Some(view) = view_of(service, &path.found, path.problem.as_deref(), self.views[i].as_ref(), &self.dns)
+            else {
+                continue;
             };
-            let view = policy::view(service, &found, self.views[i].as_ref());
             if self.views[i].as_ref() != Some(&view) {
                 report_new_problems(service, self.views[i].as_ref(), &view);
                 if view.source != Source::Discovered {
@@ -418,7 +380,13 @@ impl Discovery {
                 changed = true;
             }
         }
-        if !changed && self.published {
+        let all_read = paths.iter().all(|p| p.found.is_some() || p.problem.is_some());
+        if !changed && (self.published || !all_read) {
+            return;
+        }
+        // The first snapshot waits for every path (a partial first state would empty the
+        // services not read yet); later ones go out as each service settles.
+        if !self.published && !all_read {
             return;
         }
         self.published = true;
@@ -434,29 +402,152 @@ impl Discovery {
         self.snapshots.send_replace(Arc::new(snapshot));
     }
 
-    fn set_state(&self, state: &'static str, session: Option<i64>) {
-        self.metrics.zk.connected.set(i64::from(matches!(state, "reading" | "watching")));
-        self.status.send_modify(|s| {
+    fn set_state(&self, state: DiscoveryState, session: Option<i64>) {
+        self.metrics.zk.connected.set(i64::from(matches!(state, DiscoveryState::Reading | DiscoveryState::Watching)));
+        let watches = match self.core.mode() {
+            Mode::Persistent => "persistent",
+            Mode::Oneshot => "oneshot",
+        };
+        let in_flight = self.core.in_flight();
+        self.status.send_if_modified(|s| {
+            let before = (s.state, s.session_id.clone(), s.watches, s.reads_in_flight);
             s.state = state;
-            if session.is_some() || matches!(state, "connecting" | "expired" | "stopped") {
+            s.watches = Some(watches);
+            s.reads_in_flight = in_flight;
+            if session.is_some()
+                || matches!(state, DiscoveryState::Connecting | DiscoveryState::Expired | DiscoveryState::Stopped)
+            {
                 s.session_id = session.map(|id| format!("{id:#x}"));
             }
+            before != (s.state, s.session_id.clone(), s.watches, s.reads_in_flight)
         });
     }
 }
 
-enum Fetched {
-    Gone,
-    Record { record: Result<axon_core::record::Record, String>, watcher: Option<OneshotWatcher> },
+/// A service's view from its path's state: `None` to keep the previous one as it is.
+fn view_of(
+    service: &ServiceConfig,
+    found: &Option<Found>,
+    problem: Option<&str>,
+    previous: Option<&ServiceView>,
+    dns: &Dns,
+) -> Option<ServiceView> {
+    let Some(found) = found else {
+        // Not settled: the previous view stands, with the reason if the path cannot be read.
+        let problem = problem?;
+        let mut view = previous.cloned().unwrap_or_default();
+        let problem = format!("{}: {problem}", service.zk_path);
+        if !view.problems.contains(&problem) {
+            view.problems.push(problem);
+        }
+        return Some(view);
+    };
+    let children: BTreeMap<&str, Child> = match found {
+        Found::Missing => BTreeMap::new(),
+        Found::Children(children) => children
+            .iter()
+            .map(|(name, record)| {
+                let child = match record {
+                    Err(reason) => Child::Skipped(reason.clone()),
+                    Ok(record) => match dns.lookup(&record.host) {
+                        Some(Ok(ip)) => policy::instance_of(name, record, ip),
+                        Some(Err(err)) => Child::Skipped(format!("cannot resolve host {:?}: {err}", record.host)),
+                        None => Child::Skipped(format!("resolving host {:?}", record.host)),
+                    },
+                };
+                (name.as_str(), child)
+            })
+            .collect(),
+    };
+    let found = match found {
+        Found::Missing => policy::Found::Missing,
+        Found::Children(_) => policy::Found::Children(children.iter().map(|(n, c)| (*n, c)).collect()),
+    };
+    Some(policy::view(service, &found, previous))
 }
 
-/// Sends `event` when `watcher` fires. The task holds no client, so it never keeps a session
-/// open; it ends when the watch fires or its session ends.
-fn forward(watcher: OneshotWatcher, events: mpsc::UnboundedSender<Event>, event: Event) {
+/// Performs one read; returns its outcome (and, for a persistent watch, the watcher).
+async fn perform(
+    client: Client,
+    path: String,
+    read: Read,
+    events: mpsc::UnboundedSender<Signal>,
+) -> (Read, Outcome, Option<PersistentWatcher>) {
+    let failed = |err: zookeeper_client::Error| Outcome::Failed(failure(&err));
+    let (outcome, watcher) = match &read {
+        Read::Watch { .. } => match client.watch(&path, AddWatchMode::PersistentRecursive).await {
+            Ok(watcher) => (Outcome::Watching, Some(watcher)),
+            Err(err) => (failed(err), None),
+        },
+        Read::List { watch: false, .. } => match client.list_children(&path).await {
+            Ok(children) => (Outcome::Listed(children), None),
+            Err(err) => (failed(err), None),
+        },
+        Read::List { path: index, watch: true } => {
+            let index = *index;
+            match client.list_and_watch_children(&path).await {
+                Ok((children, watcher)) => {
+                    forward_oneshot(watcher, events, Event::ChildrenChanged { path: index });
+                    (Outcome::Listed(children), None)
+                }
+                Err(zookeeper_client::Error::NoNode) => match client.check_and_watch_stat(&path).await {
+                    // Watch for the path to appear; if it appeared between the two calls, an
+                    // existence watch would never fire for its children: list it again.
+                    Ok((stat, watcher)) => {
+                        forward_oneshot(watcher, events, Event::ChildrenChanged { path: index });
+                        (Outcome::Missing { appeared: stat.is_some() }, None)
+                    }
+                    Err(err) => (failed(err), None),
+                },
+                Err(err) => (failed(err), None),
+            }
+        }
+        Read::Data { child, watch: false, .. } => match client.get_data(&child_path(&path, child)).await {
+            Ok((data, _)) => (Outcome::Data(data), None),
+            Err(err) => (failed(err), None),
+        },
+        Read::Data { path: index, child, watch: true } => {
+            match client.get_and_watch_data(&child_path(&path, child)).await {
+                Ok((data, _, watcher)) => {
+                    forward_oneshot(watcher, events, Event::ChildChanged { path: *index, child: child.clone() });
+                    (Outcome::Data(data), None)
+                }
+                Err(err) => (failed(err), None),
+            }
+        }
+    };
+    (read, outcome, watcher)
+}
+
+/// What a failed read's error means for the core.
+fn failure(err: &zookeeper_client::Error) -> Failure {
+    match verdict(err) {
+        Verdict::Refused(Refusal::NoNode) => Failure::NoNode,
+        Verdict::Refused(Refusal::NoAuth) => Failure::NoAuth,
+        Verdict::Refused(Refusal::Unimplemented) => Failure::Unimplemented,
+        Verdict::Refused(_) | Verdict::SessionOver | Verdict::Unknown => Failure::Lost(err.to_string()),
+    }
+}
+
+/// Sends `event` when a one-shot watch fires. The task holds no client, so it never keeps a
+/// session open; it ends when the watch fires or its session ends.
+fn forward_oneshot(watcher: zookeeper_client::OneshotWatcher, events: mpsc::UnboundedSender<Signal>, event: Event) {
     tokio::spawn(async move {
-        watcher.changed().await;
-        let _ = events.send(event);
+        let fired = watcher.changed().await;
+        if fired.event_type != EventType::Session {
+            let _ = events.send(Signal::Event(event));
+        }
     });
+}
+
+/// Looks a host name up, within [`LOOKUP_TIMEOUT`].
+async fn lookup(host: String) -> (String, Result<IpAddr, String>) {
+    let result = match tokio::time::timeout(LOOKUP_TIMEOUT, tokio::net::lookup_host((host.as_str(), 0))).await {
+        Err(_) => Err("timed out".to_owned()),
+        Ok(Err(err)) => Err(err.to_string()),
+        Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()).ok_or_else(|| "no address".to_owned()),
+    };
+    (host, result)
 }
 
 /// Logs the problems a view has that the previous one had not (each is reported once).

@@ -115,7 +115,8 @@ impl Command {
                     .any(|ok| lower.starts_with(ok));
                 changed && !lower.contains("can't")
             }
-            Command::AddServer { .. } => reply.starts_with("New server registered"),
+            // A warning may come first (an option HAProxy adjusted, say): a line says it.
+            Command::AddServer { .. } => reply.lines().any(|l| l.trim().starts_with("New server registered")),
             Command::SetWeight { .. }
             | Command::SetState { .. }
             | Command::EnableHealth { .. }
@@ -219,6 +220,7 @@ mod tests {
             options: String::new(),
         };
         assert!(add.accepted("New server registered."));
+        assert!(add.accepted("[WARNING] 'slowstart' ignored: no health checks\nNew server registered."));
         assert!(!add.accepted("Already exists a server with the same name in backend."));
         // Maps, as HAProxy 2.6.12 answers.
         let map = "/m".to_string();

@@ -48,6 +48,23 @@ impl RuntimeError {
     }
 }
 
+/// What `show info` says of the worker answering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Info {
+    pub pid: u32,
+    /// As HAProxy prints it: `2.6.12-1+deb12u4`, `3.2.26-1`.
+    pub version: String,
+}
+
+impl Info {
+    /// Whether this HAProxy applies `set server … addr` asynchronously: 2.9 and later
+    /// (`server_atomic_sync`), while `state ready` takes effect at once.
+    pub fn applies_addresses_late(&self) -> bool {
+        let mut numbers = self.version.split(['.', '-']).map(|n| n.parse::<u32>().unwrap_or(0));
+        (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0)) >= (2, 9)
+    }
+}
+
 /// HAProxy's runtime API at one address.
 #[derive(Debug, Clone)]
 pub struct Runtime {
@@ -84,10 +101,13 @@ impl Runtime {
         self.exchange("show servers state\n").await
     }
 
-    /// The process id of the worker answering (changes on every reload and restart).
-    pub async fn pid(&self) -> Result<u32, RuntimeError> {
+    /// The worker answering: its process id (which changes on every reload and restart) and
+    /// HAProxy's version.
+    pub async fn info(&self) -> Result<Info, RuntimeError> {
         let info = self.exchange("show info\n").await?;
-        parse_pid(&info).ok_or(RuntimeError::NoPid)
+        let pid = parse_pid(&info).ok_or(RuntimeError::NoPid)?;
+        let version = info.lines().find_map(|l| l.strip_prefix("Version:")).unwrap_or_default().trim().to_owned();
+        Ok(Info { pid, version })
     }
 
     /// Writes `input` and reads until HAProxy closes the connection.
@@ -158,6 +178,16 @@ pub fn split_prompted(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_from_29_on_apply_addresses_late() {
+        let info = |version: &str| Info { pid: 1, version: version.into() };
+        assert!(!info("2.6.12-1+deb12u4").applies_addresses_late());
+        assert!(!info("2.8.5").applies_addresses_late());
+        assert!(info("2.9.0").applies_addresses_late());
+        assert!(info("3.0.11").applies_addresses_late());
+        assert!(info("3.4.7-1").applies_addresses_late());
+    }
 
     #[test]
     fn splits_replies_at_the_prompts() {

@@ -124,6 +124,42 @@ pub fn parse_map(text: &str) -> Result<Vec<(String, String)>, MapError> {
     Ok(entries)
 }
 
+/// `show servers state` as the server-state file a reload reads, for servers declared by a
+/// `server-template … disabled`: every server `managed` says is a slot gets the "maintenance
+/// from configuration" bit (0x04), as a template slot has. Servers added with `add server`
+/// lack it, and HAProxy, finding it in the configuration but not in the file, takes that for a
+/// configuration change and leaves the slot in maintenance; with it, each slot gets its state
+/// back (ready, draining or in maintenance), as the template slots do.
+pub fn for_reload(text: &str, managed: impl Fn(&str, &str) -> bool) -> String {
+    let mut columns: Vec<&str> = Vec::new();
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_end_matches('\n');
+        if let Some(header) = body.strip_prefix('#') {
+            columns = header.split_whitespace().collect();
+            out.push_str(line);
+            continue;
+        }
+        let column = |name: &str| columns.iter().position(|c| *c == name);
+        let (Some(be), Some(srv), Some(admin)) = (column("be_name"), column("srv_name"), column("srv_admin_state"))
+        else {
+            out.push_str(line);
+            continue;
+        };
+        let mut fields: Vec<String> = body.split(' ').map(str::to_owned).collect();
+        let slot = matches!((fields.get(be), fields.get(srv)), (Some(b), Some(s)) if managed(b, s));
+        match fields.get(admin).and_then(|a| a.parse::<u8>().ok()) {
+            Some(bits) if slot => {
+                fields[admin] = (bits | 0x04).to_string();
+                out.push_str(&fields.join(" "));
+                out.push_str(&line[body.len()..]);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out
+}
+
 /// The `Pid` field of `show info`.
 pub fn parse_pid(info: &str) -> Option<u32> {
     info.lines().find_map(|l| l.strip_prefix("Pid:")).and_then(|v| v.trim().parse().ok())
@@ -196,6 +232,22 @@ mod tests {
         let short = STATE.replace(" 18081 - 0 0 - - 0", "");
         assert!(matches!(parse_servers_state(&short), Err(StateError::BadLine { line: 3, .. })));
         assert_eq!(parse_servers_state(""), Ok(Vec::new()));
+    }
+
+    #[test]
+    fn slots_get_the_configuration_maintenance_bit_for_a_reload() {
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight\n\
+                    5 web 1 web1 10.0.0.1 2 4 1\n\
+                    5 web 11 web11 10.0.0.2 2 0 1\n\
+                    5 web 12 web12 10.0.0.3 0 1 1\n\
+                    5 web 13 web13 10.0.0.4 2 8 1\n\
+                    5 web 14 static 10.0.0.5 2 0 1\n";
+        let reloaded = for_reload(text, |be, srv| be == "web" && srv.starts_with("web"));
+        let admin: Vec<&str> = reloaded.lines().skip(2).map(|l| l.split(' ').nth(6).unwrap()).collect();
+        // ready, ready, maintenance, draining — each with the bit; the unmanaged server as is.
+        assert_eq!(admin, ["4", "4", "5", "12", "0"]);
+        assert!(reloaded.starts_with("1\n# be_id"));
+        assert!(reloaded.ends_with('\n'));
     }
 
     #[test]

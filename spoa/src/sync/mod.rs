@@ -1,28 +1,37 @@
 //! Keeping HAProxy in agreement with the snapshot, through the runtime API only.
 //!
-//! One task owns the sync state. A pass reads `show servers state` for the backends it plans,
-//! plans each service ([`plan`]), sends every command of the pass over one connection, and
-//! checks every reply. The same pass serves the first sync, every change, drain ends, the
-//! periodic repair of drift made by hand, and the resync after HAProxy reloads or restarts:
+//! One task owns the sync state. A pass plans each service concerned ([`plan`]) from
+//! HAProxy's servers, sends every command of the pass over one connection, and checks every
+//! reply. The same pass serves the first sync, every change, drain ends, the periodic repair
+//! of drift made by hand, and the resync after HAProxy reloads or restarts:
 //!
 //! - a service is planned when what it wants differs from what was last applied, when one of
-//!   its drains ends, and in every full pass;
-//! - a full pass (every backend) runs at start, every `resync_interval`, after a refused
-//!   command or a failed pass (with backoff), and when HAProxy's pid changes or its socket
-//!   comes back (polled every `reload_check_interval`);
-//! - with HAProxy unreachable nothing is lost: the wanted state waits for it;
+//!   its drains (or an address it waits on) is due, and in every full pass;
+//! - a full pass (every backend, read back with `show servers state`) runs at start, every
+//!   `resync_interval`, after a refused command or a failed pass (with backoff), and when
+//!   HAProxy's pid changes or its socket comes back (polled every `reload_check_interval`);
+//! - between full passes HAProxy's state is kept as last read and changed by the commands it
+//!   accepted ([`plan::apply`]), so a change costs HAProxy its commands only, not a read of the
+//!   backend; a backend is read again after a refusal, and where addresses are applied late
+//!   (HAProxy 2.9+), until the address is seen in place; changes arriving within
+//!   [`COALESCE`] go in one pass;
+//! - a backend HAProxy does not have (or whose state cannot be read) is that service's problem
+//!   alone: reported, left out of the host map, tried again at the next full pass; every other
+//!   service syncs;
+//! - with HAProxy unreachable nothing is lost (the wanted state waits for it) and nothing
+//!   spins: the loop then wakes only to check for HAProxy;
 //! - nothing is planned before the first snapshot, so a start with ZooKeeper down and no
 //!   cache leaves HAProxy's servers as they are.
 //!
 //! After applied changes the whole `show servers state` is written to `state_file` (at most
-//! once a second), so an operator's reload with `load-server-state-from-file` keeps the slots.
-//!
-//! The host map ([`crate::hostmap`]), when configured, is part of the same passes: read back
-//! with `show map` in every full pass (and whenever what HAProxy holds is unknown), its
-//! differences sent after the slots' commands, and its file rewritten whenever what it should
-//! hold changes, so a reload starts with it.
+//! once a second; at once when servers were added), and the slots file ([`slots`]) declares
+//! every slot in use, so an operator's reload or restart starts with every server, added ones
+//! included, each with its address and state. The host map ([`map`]) is part of the same
+//! passes.
 
+pub mod map;
 pub mod plan;
+pub mod slots;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -38,22 +47,34 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::haproxy::command::Command;
 use crate::haproxy::runtime::{Runtime, RuntimeError};
-use crate::haproxy::state::{MapError, StateError, parse_map, parse_servers_state};
-use crate::hostmap::{self, Entries, HostMap};
+use crate::haproxy::state::{ServerState, StateError, parse_servers_state};
 use crate::metrics::Metrics;
 use crate::model::{Endpoint, Snapshot};
+pub use map::HostMapStatus;
 
 /// The longest a runtime API exchange may take.
 const RUNTIME_TIMEOUT: Duration = Duration::from_secs(5);
 /// The least time between two writes of the state file.
 const STATE_FILE_INTERVAL: Duration = Duration::from_secs(1);
+/// Changes arriving this close together go to HAProxy in one pass.
+pub const COALESCE: Duration = Duration::from_millis(2);
+
+/// What HAProxy's runtime API looks like from here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaproxyState {
+    #[default]
+    Unknown,
+    Up,
+    Unreachable,
+}
 
 /// What the sync reports, for the status endpoint.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SyncStatus {
-    /// `unknown`, `up` or `unreachable`.
-    pub haproxy: &'static str,
+    pub haproxy: HaproxyState,
     pub pid: Option<u32>,
+    pub version: Option<String>,
     /// The snapshot version last applied in full.
     pub applied_version: u64,
     pub last_pass_unix_ms: Option<u64>,
@@ -61,18 +82,6 @@ pub struct SyncStatus {
     pub services: BTreeMap<String, ServiceSync>,
     /// The host map, when configured.
     pub host_map: Option<HostMapStatus>,
-}
-
-/// The host map as of the last pass that planned it.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct HostMapStatus {
-    pub file: String,
-    /// Host → `<service>/<backend>`, as wanted.
-    pub entries: BTreeMap<String, String>,
-    /// Whether HAProxy holds exactly these entries.
-    pub applied: bool,
-    /// Why not, when it does not.
-    pub problem: Option<String>,
 }
 
 /// One service's slots, as of the last pass that planned it.
@@ -91,6 +100,21 @@ pub struct ServiceSync {
     pub problem: Option<String>,
 }
 
+/// The HAProxy answering now.
+#[derive(Debug, Clone)]
+struct Haproxy {
+    pid: u32,
+    /// 2.9 and later apply `set server … addr` asynchronously (plan's rule 5).
+    address_lag: bool,
+}
+
+/// Why a full pass is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Full {
+    No,
+    Because(&'static str),
+}
+
 pub struct Syncer {
     config: Arc<Config>,
     runtime: Runtime,
@@ -105,33 +129,20 @@ pub struct Syncer {
     /// Backends whose state could not be read (HAProxy lacks them, or answered nonsense), with
     /// why: their services wait for the next full pass; every other service goes on.
     broken: BTreeMap<String, String>,
-    pid: Option<u32>,
+    /// HAProxy's servers per backend, as last read and changed since by accepted commands.
+    known: BTreeMap<String, Vec<ServerState>>,
+    /// The services with a ready server, as of their last plan: the host map sends requests
+    /// only to those.
+    serving: BTreeSet<String>,
+    /// Backends to read back before planning them again.
+    stale: BTreeSet<String>,
+    haproxy: Option<Haproxy>,
     state_file_due: Option<Instant>,
     state_file_written: Option<Instant>,
-    host_map: Option<MapSync>,
-}
-
-/// The host map's side of the sync.
-struct MapSync {
-    /// As HAProxy's configuration and the runtime API name it.
-    name: String,
-    hosts: HostMap,
-    /// What HAProxy holds, as far as known (`None`: read it back before changing it).
-    applied: Option<Entries>,
-    /// What the file holds, as last written.
-    written: Option<Entries>,
-    /// What the map could not be made to hold (not configured in HAProxy, say): tried again in
-    /// the next full pass, or when what it should hold changes.
-    failed: Option<Entries>,
-    /// Why, as last reported.
-    problem: Option<String>,
-}
-
-/// Why a full pass is owed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Full {
-    No,
-    Because(&'static str),
+    /// The slots file's values (never lowered), and whether they changed since written.
+    slots: BTreeMap<String, u32>,
+    slots_dirty: bool,
+    host_map: Option<map::MapSync>,
 }
 
 impl Syncer {
@@ -144,14 +155,15 @@ impl Syncer {
     ) -> Syncer {
         let count = config.services.len();
         let runtime = Runtime::new(config.haproxy.socket.clone(), RUNTIME_TIMEOUT);
-        let host_map = config.haproxy.host_map.as_ref().map(|path| MapSync {
-            name: path.display().to_string(),
-            hosts: HostMap::new(&crate::route::Routes::new(&config)),
-            applied: None,
-            written: None,
-            failed: None,
-            problem: None,
-        });
+        let host_map = map::MapSync::new(&config);
+        // The slots the last run declared: never fewer.
+        let slots = config
+            .haproxy
+            .slots_file
+            .as_ref()
+            .and_then(|path| std::fs::read_to_string(path).ok())
+            .map(|text| slots::parse(&text))
+            .unwrap_or_default();
         Syncer {
             config,
             runtime,
@@ -163,9 +175,14 @@ impl Syncer {
             drains: vec![BTreeMap::new(); count],
             wakes: vec![None; count],
             broken: BTreeMap::new(),
-            pid: None,
+            known: BTreeMap::new(),
+            serving: BTreeSet::new(),
+            stale: BTreeSet::new(),
+            haproxy: None,
             state_file_due: None,
             state_file_written: None,
+            slots,
+            slots_dirty: false,
             host_map,
         }
     }
@@ -180,15 +197,21 @@ impl Syncer {
         let mut full = Full::Because("start");
         let mut backoff = axon_core::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
         let mut retry_at: Option<Instant> = None;
-        self.status.send_modify(|s| s.haproxy = "unknown");
+        let mut coalesce_until: Option<Instant> = None;
 
         loop {
             let snapshot = self.snapshots.borrow_and_update().clone();
             let now = Instant::now();
-            let ready = snapshot.version > 0 && self.pid.is_some() && retry_at.is_none_or(|at| at <= now);
-            if ready {
+            // Passes wait for a retry's backoff and for changes arriving together.
+            let gate = [retry_at, coalesce_until].into_iter().flatten().filter(|at| *at > now).max();
+            if snapshot.version > 0 && self.haproxy.is_some() && gate.is_none() {
+                coalesce_until = None;
                 let due = self.due_services(&snapshot, full, now);
-                if !due.is_empty() || self.map_due(&snapshot, full) {
+                let map_due = self
+                    .host_map
+                    .as_ref()
+                    .is_some_and(|m| m.due(&m.wanted(&snapshot, self.serving()), full != Full::No));
+                if !due.is_empty() || map_due {
                     if let Full::Because(reason) = full {
                         self.metrics.resync(reason);
                     }
@@ -217,7 +240,23 @@ impl Syncer {
                     }
                 }
             }
-            let next = [retry_at, self.state_file_due].into_iter().chain(self.wakes.iter().copied()).flatten().min();
+            if self.state_file_due.is_some_and(|at| at <= Instant::now()) && self.haproxy.is_some() {
+                self.write_state_file().await;
+            }
+            // With HAProxy unreachable nothing is due but the check for it (the reload tick):
+            // no deadline, past or future, wakes the loop. Otherwise the gate comes first, and
+            // only times still ahead count, so a deadline already passed never spins.
+            let now = Instant::now();
+            let next = match (&self.haproxy, gate) {
+                (None, _) => None,
+                (Some(_), Some(gate)) => Some(gate),
+                (Some(_), None) => [self.state_file_due, coalesce_until]
+                    .into_iter()
+                    .chain(self.wakes.iter().copied())
+                    .flatten()
+                    .filter(|at| *at > now)
+                    .min(),
+            };
             let timer = async {
                 match next {
                     Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -230,6 +269,7 @@ impl Syncer {
                     if changed.is_err() {
                         break;
                     }
+                    coalesce_until.get_or_insert(Instant::now() + COALESCE);
                 }
                 _ = reload_tick.tick() => {
                     if let Some(reason) = self.check_haproxy().await {
@@ -242,12 +282,11 @@ impl Syncer {
                         full = Full::Because("periodic");
                     }
                 }
-                _ = timer => self.write_state_file_if_due().await,
+                _ = timer => {}
             }
         }
         if self.state_file_due.is_some() {
-            self.state_file_due = Some(Instant::now());
-            self.write_state_file_if_due().await;
+            self.write_state_file().await;
         }
     }
 
@@ -268,43 +307,30 @@ impl Syncer {
             .collect()
     }
 
-    /// What the host map should hold now.
-    fn map_wanted(&self, snapshot: &Snapshot) -> Option<Entries> {
-        let map = self.host_map.as_ref()?;
-        Some(map.hosts.wanted(snapshot, |backend| !self.broken.contains_key(backend)))
-    }
-
-    /// Whether the host map needs a pass: a full one, or what it should hold changed (and did
-    /// not just fail).
-    fn map_due(&self, snapshot: &Snapshot, full: Full) -> bool {
-        let Some(map) = &self.host_map else { return false };
-        let wanted = self.map_wanted(snapshot);
-        full != Full::No || (map.applied.as_ref() != wanted.as_ref() && map.failed.as_ref() != wanted.as_ref())
-    }
-
-    /// Reads, plans and applies the given services (and the host map, when due); returns how
-    /// many commands were refused.
+    /// Reads what must be read, plans and applies the given services (and the host map, when
+    /// due); returns how many commands were refused.
     async fn pass(&mut self, snapshot: &Snapshot, services: &[usize], full: bool) -> Result<usize, RuntimeError> {
         let config = self.config.clone();
-        let backends: BTreeSet<&str> = services.iter().filter_map(|&i| config.services[i].backend.as_deref()).collect();
+        let address_lag = self.haproxy.as_ref().is_some_and(|h| h.address_lag);
+        let backends: BTreeSet<String> = services.iter().filter_map(|&i| config.services[i].backend.clone()).collect();
+        let to_read: Vec<String> = backends
+            .iter()
+            .filter(|b| full || self.stale.contains(*b) || !self.known.contains_key(*b))
+            .cloned()
+            .collect();
         let mut reads: Vec<Command> =
-            backends.iter().map(|b| Command::ShowServersState { backend: (*b).to_owned() }).collect();
-        let map_wanted = self.map_wanted(snapshot).filter(|_| self.map_due(snapshot, Full::No) || full);
-        let read_map = match (&self.host_map, &map_wanted) {
-            (Some(map), Some(_)) if full || map.applied.is_none() => {
-                reads.push(Command::ShowMap { map: map.name.clone() });
-                true
-            }
-            _ => false,
-        };
+            to_read.iter().map(|b| Command::ShowServersState { backend: b.clone() }).collect();
+        let map_read = self.host_map.as_ref().and_then(|m| m.read(full));
+        let read_map = map_read.is_some();
+        reads.extend(map_read);
         let mut replies = if reads.is_empty() { Vec::new() } else { self.runtime.execute(&reads).await? };
         let map_reply = if read_map { replies.pop() } else { None };
-        let mut servers = Vec::new();
-        for (backend, reply) in backends.iter().zip(&replies) {
+        for (backend, reply) in to_read.iter().zip(&replies) {
             match parse_servers_state(reply) {
                 Ok(state) => {
-                    servers.extend(state);
-                    if let Some(was) = self.broken.remove(*backend) {
+                    self.known.insert(backend.clone(), state);
+                    self.stale.remove(backend);
+                    if let Some(was) = self.broken.remove(backend) {
                         info!(backend, was, "HAProxy's backend is readable again: its services sync");
                     }
                 }
@@ -313,24 +339,26 @@ impl Syncer {
                         StateError::UnknownBackend => format!("HAProxy has no backend {backend:?}"),
                         other => other.to_string(),
                     };
-                    if self.broken.get(*backend) != Some(&problem) {
+                    if self.broken.get(backend) != Some(&problem) {
                         warn!(backend, %problem, "backend skipped until the next full pass; other services go on");
                     }
-                    self.broken.insert((*backend).to_owned(), problem);
+                    self.known.remove(backend);
+                    self.broken.insert(backend.clone(), problem);
                 }
             }
         }
-        // The map leaves out backends found broken just now.
-        let map_wanted = map_wanted.map(|_| self.map_wanted(snapshot)).unwrap_or_default();
         let now = Instant::now();
         let mut commands = Vec::new();
         let mut plans = Vec::with_capacity(services.len());
+        // Whether a change read from ZooKeeper (not a repair) reached HAProxy in this pass.
+        let mut propagated = false;
         for &i in services {
             let service = &config.services[i];
             let Some(view) = snapshot.service(&service.name) else { continue };
             let backend = service.backend.as_deref().unwrap_or_default();
             if let Some(problem) = self.broken.get(backend) {
                 self.applied[i] = None;
+                self.serving.remove(&service.name);
                 self.metrics.backend_problem(&service.name, true);
                 let problem = problem.clone();
                 self.status.send_modify(|s| {
@@ -342,43 +370,51 @@ impl Syncer {
             }
             self.metrics.backend_problem(&service.name, false);
             let wanted = wanted(view);
+            let servers = self.known.get(backend).map(Vec::as_slice).unwrap_or_default();
             let plan = plan::plan(&plan::Input {
-                backend: service.backend.as_deref().unwrap_or_default(),
+                backend,
                 prefix: &service.slot_prefix,
-                servers: &servers,
+                servers,
                 wanted: &wanted,
                 drains: &self.drains[i],
                 drain: service.drain,
                 server_options: &service.server_options,
                 now,
+                address_lag,
             });
             let first = commands.len();
             commands.extend(plan.commands.iter().cloned());
+            propagated |= !plan.commands.is_empty() && self.applied[i].as_ref() != Some(&wanted);
+            if plan.assignment.is_empty() {
+                self.serving.remove(&service.name);
+            } else {
+                self.serving.insert(service.name.clone());
+            }
             plans.push((i, wanted, plan, first..commands.len()));
         }
         // The host map's differences, after the slots they send requests to.
         let map_first = commands.len();
         let mut map_problem = None;
+        let map_wanted = self.host_map.as_ref().map(|m| m.wanted(snapshot, self.serving()));
         if let (Some(map), Some(wanted)) = (&self.host_map, &map_wanted) {
-            // What HAProxy holds: read back just now, or else as last applied (a map not read
-            // back is always one whose content is known: see `read_map`).
-            let actual: Result<Vec<(String, String)>, MapError> = match map_reply {
-                Some(reply) => parse_map(&reply),
-                None => Ok(map.applied.iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect()),
-            };
-            match actual {
-                Ok(actual) => commands.extend(hostmap::plan(&map.name, &actual, wanted)),
+            match map.commands(map_reply.as_deref(), wanted) {
+                Ok(map_commands) => commands.extend(map_commands),
                 Err(err) => map_problem = Some(err.to_string()),
             }
         }
         let replies = if commands.is_empty() { Vec::new() } else { self.runtime.execute(&commands).await? };
         self.metrics.commands.inc_by(commands.len() as u64);
+        if full {
+            self.metrics.resync_commands.inc_by(commands.len() as u64);
+        }
         let mut refused = 0;
         let now_ms = unix_ms();
+        let mut added = false;
         for (i, wanted, plan, range) in plans {
             let service = &config.services[i];
+            let backend = service.backend.clone().unwrap_or_default();
             let mut refusals = Vec::new();
-            for (command, reply) in commands[range.clone()].iter().zip(&replies[range]) {
+            for (command, reply) in commands[range.clone()].iter().zip(&replies[range.clone()]) {
                 if !command.accepted(reply) {
                     warn!(service = %service.name, command = %command, reply = %reply.trim(), "HAProxy refused a command");
                     refusals.push(format!("{command}: {}", reply.trim()));
@@ -392,6 +428,21 @@ impl Syncer {
                     debug!(service = %service.name, %command, "sent");
                 }
             }
+            // What HAProxy holds now, as far as known: read it back if it refused anything,
+            // or if an address must be seen in place.
+            if let Some(servers) = self.known.get_mut(&backend) {
+                plan::apply(servers, &backend, &plan.commands);
+                let highest = slots::highest(servers, &backend, &service.slot_prefix);
+                let slot = self.slots.entry(slots::variable(&backend, &service.slot_prefix)).or_insert(0);
+                if highest > *slot {
+                    *slot = highest;
+                    self.slots_dirty = true;
+                }
+            }
+            if !ok || !plan.awaiting_address.is_empty() {
+                self.stale.insert(backend.clone());
+            }
+            added |= plan.commands.iter().any(|c| matches!(c, Command::AddServer { .. }));
             self.applied[i] = ok.then_some(wanted);
             let changed = !plan.commands.is_empty();
             self.status.send_modify(|s| {
@@ -399,7 +450,7 @@ impl Syncer {
                 s.services.insert(
                     service.name.clone(),
                     ServiceSync {
-                        backend: service.backend.clone().unwrap_or_default(),
+                        backend: backend.clone(),
                         slots: plan.assignment.iter().map(|(slot, e)| (slot.clone(), e.to_string())).collect(),
                         draining: plan.drains.keys().cloned().collect(),
                         last_change_unix_ms: if changed { now_ms } else { last_change },
@@ -412,67 +463,24 @@ impl Syncer {
             self.wakes[i] = plan.wake;
         }
         if let (Some(map), Some(wanted)) = (self.host_map.as_mut(), map_wanted) {
-            let mut refusals = Vec::new();
-            for (command, reply) in commands[map_first..].iter().zip(&replies[map_first..]) {
-                if !command.accepted(reply) {
-                    warn!(command = %command, reply = %reply.trim(), "HAProxy refused a host map command");
-                    refusals.push(format!("{command}: {}", reply.trim()));
-                }
-            }
-            refused += refusals.len();
-            if map_first < commands.len() {
-                info!(commands = commands.len() - map_first, hosts = wanted.len(), "host map updated");
-            }
-            if map_problem.is_none() && !refusals.is_empty() {
-                map_problem = Some(refusals.join("; "));
-            }
-            if let Some(problem) = &map_problem {
-                // Logged once per problem, not at every full pass.
-                if map.problem.as_ref() != Some(problem) {
-                    warn!(map = %map.name, %problem, "the host map cannot be kept; tried again at every full pass");
-                }
-                map.applied = None;
-                map.failed = Some(wanted.clone());
-            } else {
-                if map.problem.is_some() {
-                    info!(map = %map.name, "the host map is kept again");
-                }
-                map.applied = Some(wanted.clone());
-                map.failed = None;
-            }
-            map.problem = map_problem.clone();
-            self.metrics.host_map_entries.set(i64::try_from(wanted.len()).unwrap_or(i64::MAX));
-            self.metrics.host_map_applied.set(i64::from(map_problem.is_none()));
-            // The file too: what a reload or restart starts with. A full pass also repairs it
-            // if someone edited it.
-            if full {
-                map.written = None;
-            }
-            if map.written.as_ref() != Some(&wanted) {
-                let text = hostmap::file_text(&wanted);
-                let path = Path::new(&map.name);
-                let same = tokio::fs::read_to_string(path).await.is_ok_and(|current| current == text);
-                match if same { Ok(()) } else { write_atomically(path, text).await } {
-                    Ok(()) => map.written = Some(wanted.clone()),
-                    Err(err) => warn!(file = %map.name, %err, "cannot write the host map's file"),
-                }
-            }
-            let status = HostMapStatus {
-                file: map.name.clone(),
-                applied: map_problem.is_none(),
-                entries: wanted,
-                problem: map_problem,
-            };
+            let (map_refused, status) = map
+                .settle(&commands[map_first..], &replies[map_first..], wanted, map_problem, full, &self.metrics)
+                .await;
+            refused += map_refused;
             self.status.send_modify(|s| s.host_map = Some(status));
         }
         self.metrics.refused_commands.inc_by(refused as u64);
         if !commands.is_empty() {
-            if let Some(taken) = snapshot.taken {
+            // A change read from ZooKeeper reaching HAProxy; repairs are counted apart.
+            if propagated && let Some(taken) = snapshot.taken {
                 let seconds = SystemTime::now().duration_since(taken).unwrap_or_default().as_secs_f64();
                 self.metrics.propagation.observe(seconds);
             }
             if self.config.haproxy.state_file.is_some() && self.state_file_due.is_none() {
-                let earliest = self.state_file_written.map_or(now, |at| at + STATE_FILE_INTERVAL);
+                // Added servers are written at once: with the slots file, they are what a
+                // reload would otherwise lose.
+                let earliest =
+                    if added { now } else { self.state_file_written.map_or(now, |at| at + STATE_FILE_INTERVAL) };
                 self.state_file_due = Some(earliest.max(now));
             }
         }
@@ -494,31 +502,41 @@ impl Syncer {
         Ok(refused)
     }
 
+    /// Whether a service has a server ready in a backend HAProxy has (for the host map).
+    fn serving(&self) -> impl Fn(&str, &str) -> bool + '_ {
+        |service, backend| self.serving.contains(service) && !self.broken.contains_key(backend)
+    }
+
     /// Reads HAProxy's pid; returns why a full pass is owed when it changed or came back.
     async fn check_haproxy(&mut self) -> Option<&'static str> {
-        match self.runtime.pid().await {
-            Ok(pid) if self.pid == Some(pid) => None,
-            Ok(pid) => {
-                let reason = match self.pid {
+        match self.runtime.info().await {
+            Ok(info) if self.haproxy.as_ref().is_some_and(|h| h.pid == info.pid) => None,
+            Ok(info) => {
+                let reason = match &self.haproxy {
                     None => "haproxy up",
                     Some(old) => {
-                        info!(old, new = pid, "HAProxy reloaded or restarted: applying the full state");
+                        info!(old = old.pid, new = info.pid, "HAProxy reloaded or restarted: applying the full state");
                         "haproxy reloaded"
                     }
                 };
-                if self.pid.is_none() {
-                    info!(pid, socket = %self.config.haproxy.socket, "HAProxy's runtime API answers");
+                if self.haproxy.is_none() {
+                    info!(pid = info.pid, version = %info.version, socket = %self.config.haproxy.socket, "HAProxy's runtime API answers");
                 }
-                self.pid = Some(pid);
+                // A new process: nothing known of its servers.
+                self.known.clear();
+                self.stale.clear();
+                let address_lag = info.applies_addresses_late();
+                self.haproxy = Some(Haproxy { pid: info.pid, address_lag });
                 self.metrics.haproxy_up.set(1);
                 self.status.send_modify(|s| {
-                    s.haproxy = "up";
-                    s.pid = Some(pid);
+                    s.haproxy = HaproxyState::Up;
+                    s.pid = Some(info.pid);
+                    s.version = Some(info.version.clone());
                 });
                 Some(reason)
             }
             Err(err) => {
-                if self.pid.is_some() {
+                if self.haproxy.is_some() {
                     warn!(%err, "HAProxy's runtime API does not answer; its servers are applied when it is back");
                 }
                 self.haproxy_gone();
@@ -528,21 +546,29 @@ impl Syncer {
     }
 
     fn haproxy_gone(&mut self) {
-        self.pid = None;
+        self.haproxy = None;
+        self.known.clear();
         self.metrics.haproxy_up.set(0);
         self.status.send_modify(|s| {
-            s.haproxy = "unreachable";
+            s.haproxy = HaproxyState::Unreachable;
             s.pid = None;
         });
     }
 
-    async fn write_state_file_if_due(&mut self) {
-        let (Some(due), Some(path)) = (self.state_file_due, self.config.haproxy.state_file.clone()) else { return };
-        if due > Instant::now() {
-            return;
-        }
+    /// Writes the slots file (if its values grew) and the state file, in that order: a reload
+    /// reading the new state finds every slot it names declared.
+    async fn write_state_file(&mut self) {
         self.state_file_due = None;
         self.state_file_written = Some(Instant::now());
+        if self.slots_dirty
+            && let Some(path) = self.config.haproxy.slots_file.clone()
+        {
+            match write_atomically(&path, slots::render(&self.slots)).await {
+                Ok(()) => self.slots_dirty = false,
+                Err(err) => warn!(path = %path.display(), %err, "cannot write the slots file"),
+            }
+        }
+        let Some(path) = self.config.haproxy.state_file.clone() else { return };
         let text = match self.runtime.servers_state_text().await {
             Ok(text) => text,
             Err(err) => {
@@ -550,6 +576,14 @@ impl Syncer {
                 return;
             }
         };
+        // Servers axon-spoa added are template slots after a reload: see `for_reload`.
+        let config = self.config.clone();
+        let text = crate::haproxy::state::for_reload(&text, |backend, server| {
+            config
+                .services
+                .iter()
+                .any(|s| s.backend.as_deref() == Some(backend) && plan::slot_number(&s.slot_prefix, server).is_some())
+        });
         if let Err(err) = write_atomically(&path, text).await {
             warn!(path = %path.display(), %err, "cannot write the state file");
         }
@@ -560,7 +594,7 @@ impl Syncer {
 /// it), off this thread, so HAProxy starting meanwhile reads the old file or the new one, never
 /// half of one. The file is readable by all (mode 0644, whatever the umask): HAProxy reads it
 /// as its own user.
-async fn write_atomically(path: &Path, text: String) -> std::io::Result<()> {
+pub(crate) async fn write_atomically(path: &Path, text: String) -> std::io::Result<()> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || {
         use std::io::Write as _;

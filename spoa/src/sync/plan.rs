@@ -14,8 +14,14 @@
 //!    `<prefix><highest number + 1>`; HAProxy adds it in maintenance, so it is then made ready.
 //!    Servers are never deleted (unsafe on HAProxy 2.6); retired ones wait in maintenance for
 //!    reuse.
+//! 5. Where HAProxy applies a new address later than the command (2.9 and later apply `set
+//!    server … addr` asynchronously, `state ready` at once), a slot given a new address is made
+//!    ready only by a later plan that sees the address in place: never ready at its previous
+//!    address or the placeholder, even for a moment.
 //!
-//! Only differences produce commands: a plan for a backend that agrees is empty.
+//! Only differences produce commands: a plan for a backend that agrees is empty. [`apply`] is
+//! what the commands do to HAProxy's servers, so the caller can keep HAProxy's state without
+//! reading it back after every change.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -38,7 +44,12 @@ pub struct Input<'a> {
     pub drain: Duration,
     pub server_options: &'a str,
     pub now: Instant,
+    /// HAProxy applies addresses asynchronously (rule 5).
+    pub address_lag: bool,
 }
+
+/// How soon a slot given a new address is looked at again (rule 5).
+pub const ADDRESS_RECHECK: Duration = Duration::from_millis(20);
 
 /// The commands for one backend, and what to remember until the next plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -50,6 +61,8 @@ pub struct Plan {
     pub wake: Option<Instant>,
     /// Slot name → endpoint, for every slot ready after these commands.
     pub assignment: BTreeMap<String, Endpoint>,
+    /// Slots given a new address, to be made ready once it is in place (rule 5).
+    pub awaiting_address: Vec<String>,
 }
 
 /// A managed slot: a server named `<prefix><number>`.
@@ -138,14 +151,21 @@ pub fn plan(input: &Input<'_>) -> Plan {
         if let Some(index) = reuse {
             let server = free.remove(index).server;
             let (backend, name) = command_for(&server.name);
-            if server.endpoint != Some(endpoint) {
+            let moved = server.endpoint != Some(endpoint);
+            if moved {
                 plan.commands.push(Command::SetAddr { backend: backend.clone(), server: name.clone(), endpoint });
             }
             if server.weight != weight {
                 plan.commands.push(Command::SetWeight { backend: backend.clone(), server: name.clone(), weight });
             }
-            plan.commands.push(Command::SetState { backend, server: name.clone(), state: Admin::Ready });
-            plan.assignment.insert(name, endpoint);
+            if moved && input.address_lag {
+                // Rule 5: ready once the address is seen in place.
+                plan.awaiting_address.push(name);
+                plan.wake = earliest(plan.wake, input.now + ADDRESS_RECHECK);
+            } else {
+                plan.commands.push(Command::SetState { backend, server: name.clone(), state: Admin::Ready });
+                plan.assignment.insert(name, endpoint);
+            }
         } else {
             // Rule 4: grow the backend.
             let name = format!("{}{next_number}", input.prefix);
@@ -167,6 +187,46 @@ pub fn plan(input: &Input<'_>) -> Plan {
         placed.insert(endpoint);
     }
     plan
+}
+
+/// What `commands` do to `backend`'s servers in `servers`, as HAProxy carries them out (an
+/// added server starts in maintenance). Commands for other backends, and reads, change nothing.
+pub fn apply(servers: &mut Vec<ServerState>, backend: &str, commands: &[Command]) {
+    for command in commands {
+        match command {
+            Command::AddServer { backend: b, server, endpoint, weight, .. } if b == backend => {
+                if servers.iter().any(|s| s.backend == backend && &s.name == server) {
+                    continue;
+                }
+                let id = servers.iter().filter(|s| s.backend == backend).map(|s| s.id).max().unwrap_or(0) + 1;
+                servers.push(ServerState {
+                    backend: backend.to_owned(),
+                    name: server.clone(),
+                    id,
+                    endpoint: Some(*endpoint),
+                    admin: Admin::Maint,
+                    weight: *weight,
+                    op_state: 0,
+                });
+            }
+            Command::SetAddr { backend: b, server, endpoint } if b == backend => {
+                if let Some(s) = servers.iter_mut().find(|s| s.backend == backend && &s.name == server) {
+                    s.endpoint = Some(*endpoint);
+                }
+            }
+            Command::SetWeight { backend: b, server, weight } if b == backend => {
+                if let Some(s) = servers.iter_mut().find(|s| s.backend == backend && &s.name == server) {
+                    s.weight = *weight;
+                }
+            }
+            Command::SetState { backend: b, server, state } if b == backend => {
+                if let Some(s) = servers.iter_mut().find(|s| s.backend == backend && &s.name == server) {
+                    s.admin = *state;
+                }
+            }
+            _ => {}
+        }
+    }
 }
 
 fn earliest(a: Option<Instant>, b: Instant) -> Option<Instant> {
@@ -223,6 +283,17 @@ mod tests {
         now: Instant,
         drain: Duration,
     ) -> Plan {
+        run_lagging(servers, wanted, drains, now, drain, false)
+    }
+
+    fn run_lagging(
+        servers: &[ServerState],
+        wanted: &BTreeMap<Endpoint, u16>,
+        drains: &BTreeMap<String, Instant>,
+        now: Instant,
+        drain: Duration,
+        address_lag: bool,
+    ) -> Plan {
         plan(&Input {
             backend: BE,
             prefix: "web",
@@ -232,7 +303,30 @@ mod tests {
             drain,
             server_options: "check inter 1s",
             now,
+            address_lag,
         })
+    }
+
+    fn apply(servers: &mut Vec<ServerState>, commands: &[Command]) {
+        super::apply(servers, BE, commands);
+    }
+
+    #[test]
+    fn where_addresses_lag_a_slot_is_ready_only_once_its_address_is_in_place() {
+        let now = Instant::now();
+        let mut servers = vec![slot(1, ep(9, 80), Admin::Maint, 1)];
+        let wanted = wanted(&[(ep(1, 80), 1)]);
+        let first = run_lagging(&servers, &wanted, &BTreeMap::new(), now, Duration::ZERO, true);
+        assert_eq!(texts(&first), ["set server be_web/web1 addr 10.0.0.1 port 80"]);
+        assert_eq!(first.awaiting_address, ["web1"]);
+        assert_eq!(first.wake, Some(now + ADDRESS_RECHECK));
+        // Not applied yet (HAProxy still shows the old address): nothing is made ready.
+        let early = run_lagging(&servers, &wanted, &BTreeMap::new(), now, Duration::ZERO, true);
+        assert!(texts(&early).iter().all(|c| !c.ends_with("state ready")), "{:?}", texts(&early));
+        // In place: ready.
+        apply(&mut servers, &first.commands);
+        let second = run_lagging(&servers, &wanted, &BTreeMap::new(), now, Duration::ZERO, true);
+        assert_eq!(texts(&second), ["set server be_web/web1 state ready"]);
     }
 
     fn texts(plan: &Plan) -> Vec<String> {
@@ -342,43 +436,6 @@ mod tests {
         assert_eq!(slot_number("web", "api1"), None);
     }
 
-    /// HAProxy's effect of a plan, as a model: what the commands do to the servers.
-    fn apply(servers: &mut Vec<ServerState>, commands: &[Command]) {
-        for command in commands {
-            match command {
-                Command::AddServer { server, endpoint, weight, .. } => {
-                    assert!(servers.iter().all(|s| &s.name != server), "add server of an existing name {server}");
-                    let id = servers.iter().map(|s| s.id).max().unwrap_or(0) + 1;
-                    servers.push(ServerState {
-                        backend: BE.into(),
-                        name: server.clone(),
-                        id,
-                        endpoint: Some(*endpoint),
-                        admin: Admin::Maint,
-                        weight: *weight,
-                        op_state: 0,
-                    });
-                }
-                other => {
-                    let name = match other {
-                        Command::SetAddr { server, .. }
-                        | Command::SetWeight { server, .. }
-                        | Command::SetState { server, .. }
-                        | Command::EnableHealth { server, .. } => server,
-                        _ => unreachable!("plans never show state"),
-                    };
-                    let server = servers.iter_mut().find(|s| &s.name == name).expect("command for an existing server");
-                    match other {
-                        Command::SetAddr { endpoint, .. } => server.endpoint = Some(*endpoint),
-                        Command::SetWeight { weight, .. } => server.weight = *weight,
-                        Command::SetState { state, .. } => server.admin = *state,
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-
     fn ready(servers: &[ServerState]) -> BTreeMap<Endpoint, Vec<String>> {
         let mut out: BTreeMap<Endpoint, Vec<String>> = BTreeMap::new();
         for s in servers.iter().filter(|s| s.admin == Admin::Ready) {
@@ -400,6 +457,7 @@ mod tests {
             ),
             template_size in 0u32..6,
             grace_ms in prop_oneof![Just(0u64), 1u64..3000],
+            address_lag in proptest::bool::ANY,
         ) {
             let t0 = Instant::now();
             let grace = Duration::from_millis(grace_ms);
@@ -410,8 +468,20 @@ mod tests {
                 let wanted: BTreeMap<Endpoint, u16> = step.into_iter().map(|((last, port), w)| (ep(last, port), w)).collect();
                 now += Duration::from_millis(advance);
                 let before = ready(&servers);
-                let p = run(&servers, &wanted, &drains, now, grace);
+                let mut p = run_lagging(&servers, &wanted, &drains, now, grace, address_lag);
                 apply(&mut servers, &p.commands);
+                // Where addresses lag, no slot is ready at an address it is being moved from;
+                // the next plan (the address in place) makes them ready.
+                if !p.awaiting_address.is_empty() {
+                    for name in &p.awaiting_address {
+                        let server = servers.iter().find(|s| &s.name == name).unwrap();
+                        prop_assert_eq!(server.admin, Admin::Maint);
+                    }
+                    drains = p.drains.clone();
+                    p = run_lagging(&servers, &wanted, &drains, now, grace, address_lag);
+                    prop_assert!(p.awaiting_address.is_empty());
+                    apply(&mut servers, &p.commands);
+                }
                 drains = p.drains.clone();
                 let after = ready(&servers);
                 prop_assert_eq!(after.keys().copied().collect::<BTreeSet<_>>(), wanted.keys().copied().collect::<BTreeSet<_>>());
@@ -428,7 +498,7 @@ mod tests {
                 for name in p.assignment.keys() {
                     prop_assert!(servers.iter().any(|s| &s.name == name && s.admin == Admin::Ready));
                 }
-                let again = run(&servers, &wanted, &drains, now, grace);
+                let again = run_lagging(&servers, &wanted, &drains, now, grace, address_lag);
                 prop_assert!(again.commands.is_empty(), "not idempotent: {:?}", texts(&again));
             }
         }

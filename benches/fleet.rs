@@ -1,0 +1,304 @@
+//! Discovery at fleet scale: many axon-spoa sessions following one ZooKeeper ensemble.
+//!
+//! A three-node ensemble (on this machine, each node a JVM with `AXON_ZK_HEAP`, 1g unless set)
+//! holds 100 services × 50 instances twice: as data-carrying znodes (the record in the data, as
+//! Nerve writes by default) and with Nerve's path encoding (the record in the child's name). N
+//! discovery sessions follow one of the trees: N instances of axon-spoa's own discovery
+//! (`axon_spoa::discovery::Discovery`, the code the daemon runs, with its own configuration,
+//! ZooKeeper session and snapshot each), in this one process — the same requests and watches
+//! on the ensemble as N axon-spoa processes, without N HAProxys this machine could not hold.
+//! Side by side, same N: one-shot watches (the design before persistent watches) and one
+//! persistent recursive watch per service path.
+//!
+//! Measured, per run: watches on the ensemble (`wchs`, all nodes); ZooKeeper requests per
+//! instance change (`mntr`'s `zk_packets_received`, all nodes, over 100 changes); the time
+//! until the last of the N sessions has each change (p50/p99 over 100 changes); the ensemble's
+//! memory (its JVMs' resident size); and the recovery after the whole ensemble is down 30 s
+//! (every session expires): the time until all N are current again, the peak of outstanding
+//! requests (`mntr`, every 100 ms), and the reads that failed.
+//!
+//! `AXON_FLEET` chooses the runs, as `tree:watches:N` separated by commas (default
+//! `encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000`).
+//! Run with `cargo bench --bench fleet` (about 15 minutes for the default runs).
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axon::harness::kazoo::Kazoo;
+use axon::harness::wait;
+use axon::harness::zk::{self, Ensemble};
+use axon_spoa::Config;
+use axon_spoa::discovery::{Discovery, DiscoveryState, DiscoveryStatus};
+use axon_spoa::metrics::Metrics;
+use axon_spoa::model::Snapshot;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const SERVICES: usize = 100;
+const INSTANCES: usize = 50;
+const CHANGES: usize = 100;
+const OUTAGE: Duration = Duration::from_secs(30);
+const SESSION_TIMEOUT: &str = "10s";
+
+fn main() {
+    if std::env::var_os("AXON_ZK_HEAP").is_none() {
+        // SAFETY: set before any thread that reads the environment is started.
+        unsafe { std::env::set_var("AXON_ZK_HEAP", "1g") };
+    }
+    let runs: Vec<Run> = std::env::var("AXON_FLEET")
+        .unwrap_or_else(|_| {
+            "encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000"
+                .into()
+        })
+        .split(',')
+        .map(|spec| Run::parse(spec.trim()))
+        .collect();
+    let mut ensemble = Ensemble::three();
+    populate(&ensemble);
+    let mut results = Vec::new();
+    for run in &runs {
+        println!("\n== {} tree, {} watches, N = {}", run.tree, run.watches, run.sessions);
+        results.push((run.clone(), measure(&mut ensemble, run)));
+    }
+    println!("\nDiscovery at fleet scale: {SERVICES} services × {INSTANCES} instances, three-node ensemble");
+    println!(
+        "| znodes, watches, N | watches on the ensemble (per session) | requests per change (per session) | last of N has a change: p50 / p99 | ensemble memory | after 30 s down: all current after | peak outstanding | failed reads |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (run, r) in &results {
+        println!(
+            "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {} MiB | {} | {} | {} |",
+            run.tree,
+            run.watches,
+            run.sessions,
+            r.watches,
+            r.watches as f64 / run.sessions as f64,
+            r.requests_per_change,
+            r.requests_per_change / run.sessions as f64,
+            r.last_p50.as_secs_f64() * 1000.0,
+            r.last_p99.as_secs_f64() * 1000.0,
+            r.memory_mib,
+            r.recovery.map_or("not within 5 min".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+            r.peak_outstanding,
+            r.failed_reads,
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Run {
+    tree: String,
+    watches: String,
+    sessions: usize,
+}
+
+impl Run {
+    fn parse(spec: &str) -> Run {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let [tree, watches, n] = parts.as_slice() else { panic!("AXON_FLEET: {spec:?} is not tree:watches:N") };
+        assert!(matches!(*tree, "data" | "encoded") && matches!(*watches, "persistent" | "oneshot"), "{spec}");
+        Run { tree: (*tree).into(), watches: (*watches).into(), sessions: n.parse().expect("N") }
+    }
+}
+
+struct Measured {
+    watches: u64,
+    requests_per_change: f64,
+    last_p50: Duration,
+    last_p99: Duration,
+    memory_mib: u64,
+    recovery: Option<Duration>,
+    peak_outstanding: u64,
+    failed_reads: f64,
+}
+
+fn record(service: usize, instance: usize, port: u16) -> String {
+    format!(
+        r#"{{"host":"10.{}.{}.{}","port":{port},"name":"i{instance}"}}"#,
+        service / 250,
+        service % 250,
+        instance + 1
+    )
+}
+
+fn encoded_name(json: &str, sequence: usize) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode(json);
+    format!("base64_{}_{encoded}_{sequence:010}", encoded.len())
+}
+
+/// Both trees, 5,000 znodes each.
+fn populate(ensemble: &Ensemble) {
+    let mut kazoo = Kazoo::connect(&ensemble.connect_string());
+    for s in 0..SERVICES {
+        let mut nodes = Vec::new();
+        for i in 0..INSTANCES {
+            let json = record(s, i, 8080);
+            nodes.push((format!("/fleet/data/s{s}/i{i}_{i:010}"), json.clone()));
+            nodes.push((format!("/fleet/encoded/s{s}/{}", encoded_name(&json, i)), String::new()));
+        }
+        kazoo.create_many(&nodes);
+    }
+    println!("populated {} znodes", SERVICES * INSTANCES * 2);
+}
+
+/// One session of the discovery library.
+struct Follower {
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    status: watch::Receiver<DiscoveryStatus>,
+    metrics: Metrics,
+}
+
+fn config(run: &Run, connect: &str) -> Config {
+    let services: String = (0..SERVICES)
+        .map(|s| format!("[[service]]\nname = \"s{s}\"\nzk_path = \"/fleet/{}/s{s}\"\n\n", run.tree))
+        .collect();
+    let text = format!(
+        "[zookeeper]\nconnect = {connect:?}\nsession_timeout = {SESSION_TIMEOUT:?}\nreconnect_backoff_max = \"1s\"\n\n\
+         [haproxy]\nsocket = \"/nonexistent\"\n\n[discovery]\nwatches = {:?}\n\n{services}",
+        run.watches
+    );
+    Config::parse(Path::new("fleet.toml"), &text).expect("the fleet configuration")
+}
+
+fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let shutdown = CancellationToken::new();
+    let config = Arc::new(config(run, &ensemble.connect_string()));
+    let started = Instant::now();
+    let followers: Vec<Follower> = (0..run.sessions)
+        .map(|_| {
+            let (snapshot_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+            let (status_tx, status) = watch::channel(DiscoveryStatus::default());
+            let (metrics, _) = Metrics::new();
+            let discovery = Discovery::new(config.clone(), snapshot_tx, status_tx, metrics.clone(), shutdown.clone());
+            runtime.spawn(discovery.run());
+            Follower { snapshots, status, metrics }
+        })
+        .collect();
+    let everything = |f: &Follower| {
+        let snapshot = f.snapshots.borrow();
+        snapshot.services.len() == SERVICES && snapshot.services.values().all(|v| v.instances.len() == INSTANCES)
+    };
+    wait::for_true("every session reads everything", Duration::from_secs(600), || followers.iter().all(everything));
+    println!(
+        "all {} sessions read everything {:.1} s after they started",
+        run.sessions,
+        started.elapsed().as_secs_f64()
+    );
+    let watches: u64 = (0..ensemble.len()).map(|i| four_letter_number(ensemble, i, "wchs", "Total watches:")).sum();
+    let memory_mib = ensemble.pids().iter().map(|&p| rss_mib(p)).sum();
+
+    // The requests the sessions make while nothing changes (pings): subtracted below.
+    let idle = Duration::from_secs(5);
+    let idle_before = packets(ensemble);
+    std::thread::sleep(idle);
+    let idle_rate = (packets(ensemble) - idle_before) as f64 / idle.as_secs_f64();
+    // Changes, one at a time: a new instance appears in service s7 (then goes again).
+    let mut kazoo = Kazoo::connect(&ensemble.connect_string());
+    let reads_before: f64 = followers.iter().map(|f| f.metrics.zk_reads.get() as f64).sum();
+    let packets_before = packets(ensemble);
+    let changes_started = Instant::now();
+    let mut lasts = Vec::new();
+    for n in 0..CHANGES {
+        let port = 9000 + u16::try_from(n).expect("a port");
+        let json = record(7, INSTANCES, port);
+        let path = match run.tree.as_str() {
+            "data" => format!("/fleet/data/s7/new{n}_"),
+            _ => format!("/fleet/encoded/s7/{}", encoded_name(&json, 0).trim_end_matches("0000000000")),
+        };
+        let start = Instant::now();
+        let created = kazoo.create(&path, &json, false, true);
+        let seen = |f: &Follower| {
+            f.snapshots.borrow().services.get("s7").is_some_and(|v| v.instances.iter().any(|i| i.endpoint.port == port))
+        };
+        wait::for_true("every session sees the change", Duration::from_secs(60), || followers.iter().all(seen));
+        lasts.push(start.elapsed());
+        kazoo.delete(&created, false);
+        wait::for_true("every session sees it go", Duration::from_secs(60), || !followers.iter().any(seen));
+    }
+    // Two changes each (create and delete), less the pings of the time they took and the
+    // writer's own two requests.
+    let packets_during =
+        (packets(ensemble) - packets_before) as f64 - idle_rate * changes_started.elapsed().as_secs_f64();
+    let requests_per_change = packets_during / (2 * CHANGES) as f64 - 1.0;
+    let reads: f64 = followers.iter().map(|f| f.metrics.zk_reads.get() as f64).sum::<f64>() - reads_before;
+    println!(
+        "{:.2} reads per change per session (the sessions' own count); {:.2} requests (mntr, less pings)",
+        reads / (2 * CHANGES * run.sessions) as f64,
+        requests_per_change / run.sessions as f64
+    );
+    lasts.sort();
+    let at = |q: f64| lasts[((lasts.len() as f64 * q) as usize).min(lasts.len() - 1)];
+
+    // The whole ensemble down past the session timeout: every session expires.
+    drop(kazoo);
+    let failures_before: f64 = followers.iter().map(|f| f.metrics.zk_read_failures.get() as f64).sum();
+    let sessions_before: Vec<Option<String>> = followers.iter().map(|f| f.status.borrow().session_id.clone()).collect();
+    for i in 0..ensemble.len() {
+        ensemble.kill(i);
+    }
+    std::thread::sleep(OUTAGE);
+    for i in 0..ensemble.len() {
+        ensemble.restart(i);
+    }
+    ensemble.wait_serving();
+    let back = Instant::now();
+    let mut peak_outstanding = 0;
+    let current = |f: &Follower, before: &Option<String>| {
+        let status = f.status.borrow();
+        status.state == DiscoveryState::Watching && status.session_id.is_some() && status.session_id != *before
+    };
+    let recovery = loop {
+        peak_outstanding = peak_outstanding.max(
+            (0..ensemble.len())
+                .map(|i| four_letter_number(ensemble, i, "mntr", "zk_outstanding_requests"))
+                .max()
+                .unwrap_or(0),
+        );
+        if followers.iter().zip(&sessions_before).all(|(f, b)| current(f, b)) {
+            break Some(back.elapsed());
+        }
+        if back.elapsed() > Duration::from_secs(300) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let failed_reads = followers.iter().map(|f| f.metrics.zk_read_failures.get() as f64).sum::<f64>() - failures_before;
+    assert!(followers.iter().all(everything), "a session lost instances across the outage");
+    shutdown.cancel();
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    Measured {
+        watches,
+        requests_per_change,
+        last_p50: at(0.50),
+        last_p99: at(0.99),
+        memory_mib,
+        recovery,
+        peak_outstanding,
+        failed_reads,
+    }
+}
+
+/// A number from a four-letter command's reply (`wchs`: "Total watches:N"; `mntr`: tab
+/// separated).
+fn four_letter_number(ensemble: &Ensemble, node: usize, command: &str, key: &str) -> u64 {
+    let reply = zk::four_letter(ensemble.node(node).client_port, command).unwrap_or_default();
+    reply.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Packets received by every node so far.
+fn packets(ensemble: &Ensemble) -> u64 {
+    (0..ensemble.len()).map(|i| four_letter_number(ensemble, i, "mntr", "zk_packets_received")).sum()
+}
+
+fn rss_mib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0);
+    kib / 1024
+}

@@ -1,0 +1,672 @@
+//! The discovery core: what axon-spoa knows of each watched path in ZooKeeper, and the reads
+//! it still owes. Watch events, read results (each kind of failure included) and session
+//! transitions go in; the reads to issue and, per path, what was found come out. No I/O; time
+//! is passed in.
+//!
+//! Rules:
+//! 1. **Nothing is dropped because it arrived at the wrong moment.** A read is owed until it
+//!    succeeds or ZooKeeper answers definitively (no node, no access). A read that fails
+//!    otherwise (connection reset, no answer: the outcome is unknown) stays owed and is
+//!    issued again once connected, after a short backoff. An event about something whose read
+//!    is in flight makes it owed again once that read returns, since the answer may predate
+//!    the change.
+//! 2. **One watch per path.** With ZooKeeper 3.6 and later, one persistent recursive watch per
+//!    distinct service path (`addWatch`): a created, deleted or changed child is one event and
+//!    at most one read; nothing is re-listed per event. A server that refuses `addWatch` (3.5
+//!    and older) switches the core, once, to one-shot watches: a children watch per path and
+//!    a data watch per child, re-armed by the read that follows each event. The two kinds are
+//!    never mixed on one path (ZooKeeper 3.8 keeps one mode per connection and path).
+//! 3. **Reconnections and new sessions.** Any reconnection re-adds the persistent watches
+//!    (zookeeper-client 0.11.2 does not restore them, and ZooKeeper does not replay events of
+//!    the disconnection) and re-reads every path and every child's data; one-shot watches are
+//!    restored by ZooKeeper, so only the paths are listed again. A new session (after an
+//!    expiry) owes everything. The re-read starts after a jitter (so a fleet whose sessions all
+//!    ended together does not read at once) and keeps at most `max_in_flight` reads in flight;
+//!    meanwhile the last published state serves.
+//! 4. **A fault stays where it is.** A child whose data cannot be read (its ACL denies it) is a
+//!    problem of that child; a path that cannot be listed keeps its previous state and reports
+//!    it; both are read again later. Every other path goes on.
+//! 5. **Consistency per path.** A path's state is given out only when it is settled: listed,
+//!    and every child read, since the last change; until then the previous one stands.
+//! 6. Records carried in the child's name (Nerve's path encoding) need no data read and no
+//!    data watch.
+//!
+//! Lifecycle of the link: `Down` → `Up` (connected) ⇄ `Down` (disconnected); an expiry drops
+//! the session, and the next `Up` is a new session.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use axon_core::record::Record;
+
+use super::policy;
+
+/// How watches are set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One persistent recursive watch per path.
+    Persistent,
+    /// One-shot watches, re-armed by reads (servers without `addWatch`).
+    Oneshot,
+}
+
+/// A read the shell should issue. `path` indexes [`Core::paths`].
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Read {
+    /// Add the persistent recursive watch on the path (persistent mode).
+    Watch { path: usize },
+    /// List the path's children. With `watch` (one-shot mode), arm a children watch; when the
+    /// path is missing, an existence watch instead.
+    List { path: usize, watch: bool },
+    /// Read one child's data; with `watch` (one-shot mode), arm its data watch.
+    Data { path: usize, child: String, watch: bool },
+}
+
+impl Read {
+    fn path(&self) -> usize {
+        match self {
+            Read::Watch { path } | Read::List { path, .. } | Read::Data { path, .. } => *path,
+        }
+    }
+}
+
+/// Why a read did not succeed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The node does not exist: definitive.
+    NoNode,
+    /// ZooKeeper denies the read (an ACL): definitive for now, read again later.
+    NoAuth,
+    /// The server does not know the operation (`addWatch` before ZooKeeper 3.6).
+    Unimplemented,
+    /// The outcome is unknown (the connection failed, no answer in time, the session is being
+    /// replaced): read again.
+    Lost(String),
+}
+
+/// What a read gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The watch is added.
+    Watching,
+    /// The path's children.
+    Listed(Vec<String>),
+    /// One-shot mode: the path is missing (an existence watch is armed) — or it appeared
+    /// between the listing and the existence check (`appeared`), and must be listed again.
+    Missing {
+        appeared: bool,
+    },
+    /// A child's data.
+    Data(Vec<u8>),
+    Failed(Failure),
+}
+
+/// A watch event, as the shell receives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Persistent mode: a node at or under a watched path was created.
+    Created(String),
+    /// Persistent mode: a node at or under a watched path was deleted.
+    Deleted(String),
+    /// Persistent mode: a node's data changed.
+    DataChanged(String),
+    /// One-shot mode: the children (or existence) watch of a path fired.
+    ChildrenChanged { path: usize },
+    /// One-shot mode: a child's data watch fired (its data changed, or it was deleted).
+    ChildChanged { path: usize, child: String },
+}
+
+/// The limits the core keeps to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// At most this many reads in flight.
+    pub max_in_flight: usize,
+    /// A re-read after a reconnection or a new session starts within this, at random.
+    pub jitter: Duration,
+    /// How long after a definitive refusal (no access) a path or child is read again.
+    pub recheck: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits { max_in_flight: 64, jitter: Duration::from_secs(1), recheck: Duration::from_secs(30) }
+    }
+}
+
+/// Whether a read is owed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Due {
+    #[default]
+    No,
+    /// To issue, not before `at` (if any).
+    Owed { at: Option<Instant> },
+    /// Issued; `again` when something happened since that the answer may predate.
+    InFlight { again: bool },
+}
+
+impl Due {
+    fn owe(&mut self) {
+        match self {
+            Due::No => *self = Due::Owed { at: None },
+            Due::Owed { .. } => {}
+            Due::InFlight { again } => *again = true,
+        }
+    }
+
+    fn pending(self) -> bool {
+        self != Due::No
+    }
+}
+
+/// One child of a path.
+#[derive(Debug, Clone, Default)]
+struct ChildState {
+    /// The record, or why it cannot be used; `None` until first read.
+    record: Option<Result<Record, String>>,
+    due: Due,
+    /// One-shot mode: a data watch is armed.
+    armed: bool,
+    /// Failed reads in a row, for the backoff.
+    failures: u32,
+    /// A refused read is tried again at this time.
+    recheck_at: Option<Instant>,
+}
+
+/// What is known of one watched path.
+#[derive(Debug, Clone)]
+struct PathState {
+    path: String,
+    /// Persistent mode: the watch is added (or being added).
+    watching: Due,
+    watch_active: bool,
+    /// One-shot mode: a children or existence watch is armed.
+    armed: bool,
+    exists: bool,
+    children: BTreeMap<String, ChildState>,
+    list: Due,
+    list_failures: u32,
+    /// Why the path cannot be read now, if it cannot.
+    problem: Option<String>,
+    recheck_at: Option<Instant>,
+}
+
+/// What a path holds, as of its last settled read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// The path does not exist.
+    Missing,
+    /// Its children: name → record, or why it cannot be used.
+    Children(BTreeMap<String, Result<Record, String>>),
+}
+
+/// A path's state for its services: what was found, and what stops it being read now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathView {
+    /// `None` until the path was first settled (the previous view stands).
+    pub found: Option<Found>,
+    /// Why the path is not being read, if it is not (its previous state stands).
+    pub problem: Option<String>,
+}
+
+/// The discovery core.
+#[derive(Debug, Clone)]
+pub struct Core {
+    paths: Vec<PathState>,
+    mode: Mode,
+    limits: Limits,
+    up: bool,
+    session: Option<i64>,
+    /// Reads wait until then after a reconnection or a new session (the jitter).
+    not_before: Option<Instant>,
+    in_flight: usize,
+    /// Set when the server refused `addWatch`: the shell logs it once.
+    fell_back: bool,
+}
+
+/// The backoff after a failed read with an unknown outcome: 50 ms doubling to 2 s.
+fn retry_delay(failures: u32) -> Duration {
+    Duration::from_millis(50).saturating_mul(1u32 << failures.min(6)).min(Duration::from_secs(2))
+}
+
+impl Core {
+    /// A core for `paths` (distinct ZooKeeper paths), not connected yet.
+    pub fn new(paths: &[String], mode: Mode, limits: Limits) -> Core {
+        let paths = paths
+            .iter()
+            .map(|path| PathState {
+                path: path.clone(),
+                watching: Due::No,
+                watch_active: false,
+                armed: false,
+                exists: false,
+                children: BTreeMap::new(),
+                list: Due::No,
+                list_failures: 0,
+                problem: None,
+                recheck_at: None,
+            })
+            .collect();
+        Core { paths, mode, limits, up: false, session: None, not_before: None, in_flight: 0, fell_back: false }
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The watched paths, in order (a [`Read`]'s `path` indexes this).
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.paths.iter().map(|p| p.path.as_str())
+    }
+
+    /// Whether the server refused `addWatch` since the last call (to log it once).
+    pub fn take_fell_back(&mut self) -> bool {
+        std::mem::take(&mut self.fell_back)
+    }
+
+    /// Connected, in session `session`. `draw` in `[0, 1)` places the re-read in the jitter.
+    pub fn connected(&mut self, session: i64, now: Instant, draw: f64) {
+        let new_session = self.session != Some(session);
+        self.session = Some(session);
+        self.up = true;
+        self.not_before = Some(now + self.limits.jitter.mul_f64(draw.clamp(0.0, 1.0)));
+        let mode = self.mode;
+        for path in &mut self.paths {
+            path.list.owe();
+            path.list_failures = 0;
+            match mode {
+                // No persistent watch survives a reconnection (see rule 3), and no event of
+                // the disconnection is replayed: every child is read again.
+                Mode::Persistent => {
+                    path.watch_active = false;
+                    path.watching = Due::No;
+                    path.watching.owe();
+                    for child in path.children.values_mut() {
+                        child.due.owe();
+                        child.failures = 0;
+                    }
+                }
+                // One-shot watches survive a reconnection (ZooKeeper fires those whose node
+                // changed meanwhile), not a new session. The paths are listed again with their
+                // watch armed anyway: a second watch costs nothing, a missing one everything.
+                Mode::Oneshot => {
+                    path.armed = false;
+                    if new_session {
+                        for child in path.children.values_mut() {
+                            child.armed = false;
+                            child.due.owe();
+                            child.failures = 0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The connection is lost; the session may come back. In-flight reads will fail.
+    pub fn disconnected(&mut self) {
+        self.up = false;
+    }
+
+    /// The session ended: every watch is gone, and the reads in flight with it (the shell
+    /// drops them); the next [`Core::connected`] is a new session.
+    pub fn expired(&mut self) {
+        self.up = false;
+        self.session = None;
+        self.in_flight = 0;
+        let unsent = |due: &mut Due| {
+            if let Due::InFlight { .. } = due {
+                *due = Due::Owed { at: None };
+            }
+        };
+        for path in &mut self.paths {
+            path.watch_active = false;
+            path.armed = false;
+            unsent(&mut path.watching);
+            unsent(&mut path.list);
+            for child in path.children.values_mut() {
+                child.armed = false;
+                unsent(&mut child.due);
+            }
+        }
+    }
+
+    /// A watch event.
+    pub fn event(&mut self, event: Event) {
+        match event {
+            Event::Created(node) | Event::Deleted(node) | Event::DataChanged(node) if self.mode == Mode::Oneshot => {
+                // A persistent watch's event arriving after the switch: it changes nothing.
+                let _ = node;
+            }
+            Event::Created(node) => self.for_node(&node, |path, child| match child {
+                None => {
+                    path.exists = true;
+                    path.list.owe();
+                }
+                Some(name) => {
+                    path.exists = true;
+                    let child = path.children.entry(name.to_owned()).or_default();
+                    owe_data(name, child);
+                    relist_if_listing(path);
+                }
+            }),
+            Event::Deleted(node) => self.for_node(&node, |path, child| match child {
+                None => {
+                    path.exists = false;
+                    path.children.clear();
+                    // Listed again: it may have come back meanwhile (and then a creation
+                    // event follows anyway).
+                    path.list.owe();
+                }
+                Some(name) => {
+                    path.children.remove(name);
+                    relist_if_listing(path);
+                }
+            }),
+            Event::DataChanged(node) => self.for_node(&node, |path, child| {
+                if let Some(name) = child
+                    && let Some(state) = path.children.get_mut(name)
+                {
+                    owe_data(name, state);
+                }
+            }),
+            Event::ChildrenChanged { path } => {
+                if let Some(state) = self.paths.get_mut(path) {
+                    state.armed = false;
+                    state.list.owe();
+                }
+            }
+            Event::ChildChanged { path, child } => {
+                if let Some(state) = self.paths.get_mut(path).and_then(|p| p.children.get_mut(&child)) {
+                    state.armed = false;
+                    state.due.owe();
+                }
+            }
+        }
+    }
+
+    /// Calls `f` for every watched path that `node` is, or is a direct child of.
+    fn for_node(&mut self, node: &str, mut f: impl FnMut(&mut PathState, Option<&str>)) {
+        for path in &mut self.paths {
+            if node == path.path {
+                f(path, None);
+            } else if let Some(rest) = node.strip_prefix(path.path.as_str())
+                && let Some(name) = rest.strip_prefix('/').or(if path.path.ends_with('/') { Some(rest) } else { None })
+                && !name.is_empty()
+                && !name.contains('/')
+            {
+                f(path, Some(name));
+            }
+        }
+    }
+
+    /// The reads to issue now (marked in flight), up to the in-flight limit. Nothing while
+    /// disconnected or within the re-read's jitter.
+    pub fn reads(&mut self, now: Instant) -> Vec<Read> {
+        let mut out = Vec::new();
+        if !self.up || self.not_before.is_some_and(|at| at > now) {
+            return out;
+        }
+        let ready = |due: Due| matches!(due, Due::Owed { at } if at.is_none_or(|at| at <= now));
+        let (mode, max) = (self.mode, self.limits.max_in_flight);
+        // Rechecks whose time came become owed.
+        for path in &mut self.paths {
+            if path.recheck_at.is_some_and(|at| at <= now) {
+                path.recheck_at = None;
+                path.list.owe();
+            }
+            for child in path.children.values_mut() {
+                if child.recheck_at.is_some_and(|at| at <= now) {
+                    child.recheck_at = None;
+                    child.due.owe();
+                }
+            }
+        }
+        // Watches first, then listings, then data.
+        for pass in 0..3 {
+            for (i, path) in self.paths.iter_mut().enumerate() {
+                if self.in_flight >= max {
+                    return out;
+                }
+                match pass {
+                    0 if mode == Mode::Persistent && ready(path.watching) => {
+                        path.watching = Due::InFlight { again: false };
+                        out.push(Read::Watch { path: i });
+                        self.in_flight += 1;
+                    }
+                    // In persistent mode a path is listed once its watch is there, so nothing
+                    // happens between the listing and the watch unseen.
+                    1 if ready(path.list) && (mode == Mode::Oneshot || path.watch_active) => {
+                        path.list = Due::InFlight { again: false };
+                        out.push(Read::List { path: i, watch: mode == Mode::Oneshot && !path.armed });
+                        self.in_flight += 1;
+                    }
+                    // Children too wait for the persistent watch: a change between a read
+                    // and the watch would go unseen.
+                    2 if mode == Mode::Oneshot || path.watch_active => {
+                        for (name, child) in &mut path.children {
+                            if self.in_flight >= max {
+                                return out;
+                            }
+                            if ready(child.due) {
+                                child.due = Due::InFlight { again: false };
+                                let watch = mode == Mode::Oneshot && !child.armed;
+                                out.push(Read::Data { path: i, child: name.clone(), watch });
+                                self.in_flight += 1;
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// The next time a read becomes due that is not due now — never a time in the past, and
+    /// nothing while disconnected: the loop waits for an event then, never spins.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if !self.up {
+            return None;
+        }
+        if let Some(at) = self.not_before.filter(|at| *at > now) {
+            return Some(at);
+        }
+        let owed_at = |due: Due| match due {
+            Due::Owed { at: Some(at) } if at > now => Some(at),
+            _ => None,
+        };
+        self.paths
+            .iter()
+            .flat_map(|p| {
+                [owed_at(p.list), owed_at(p.watching), p.recheck_at]
+                    .into_iter()
+                    .chain(p.children.values().flat_map(|c| [owed_at(c.due), c.recheck_at]))
+            })
+            .flatten()
+            .filter(|at| *at > now)
+            .min()
+    }
+
+    /// A read's result.
+    pub fn done(&mut self, read: Read, outcome: Outcome, now: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let recheck = self.limits.recheck;
+        let Some(path) = self.paths.get_mut(read.path()) else { return };
+        match (read, outcome) {
+            (Read::Watch { .. }, Outcome::Watching) => {
+                path.watching = Due::No;
+                path.watch_active = true;
+            }
+            (Read::Watch { .. }, Outcome::Failed(Failure::Unimplemented)) => {
+                // The server has no persistent watches: one-shot watches everywhere, once.
+                if self.mode == Mode::Persistent {
+                    self.mode = Mode::Oneshot;
+                    self.fell_back = true;
+                    for path in &mut self.paths {
+                        path.watching = Due::No;
+                        path.armed = false;
+                        path.list.owe();
+                        for child in path.children.values_mut() {
+                            child.armed = false;
+                            child.due.owe();
+                        }
+                    }
+                }
+            }
+            (Read::Watch { .. }, Outcome::Failed(Failure::NoAuth)) => {
+                path.problem = Some("ZooKeeper refuses a watch on the path (ACL): its previous state stands".into());
+                path.watching = Due::Owed { at: Some(now + recheck) };
+            }
+            (Read::Watch { .. }, Outcome::Failed(_)) => {
+                path.list_failures = path.list_failures.saturating_add(1);
+                path.watching = Due::Owed { at: Some(now + retry_delay(path.list_failures)) };
+            }
+            (Read::List { watch, .. }, Outcome::Listed(children)) => {
+                // A watch this listing armed may be the one whose event came in meanwhile
+                // (events and replies reach the loop by different ways): armed only if not.
+                path.armed = (path.armed || watch) && !was_again(path.list);
+                path.exists = true;
+                path.problem = None;
+                path.list_failures = 0;
+                let listed: BTreeSet<&String> = children.iter().collect();
+                path.children.retain(|name, _| listed.contains(name));
+                for name in &children {
+                    if !path.children.contains_key(name) {
+                        let child = path.children.entry(name.clone()).or_default();
+                        owe_data(name, child);
+                    }
+                }
+                path.list = finish(path.list);
+            }
+            (Read::List { watch, .. }, Outcome::Missing { appeared }) => {
+                path.armed = (path.armed || watch) && !was_again(path.list);
+                path.exists = false;
+                path.problem = None;
+                path.children.clear();
+                path.list = finish(path.list);
+                if appeared {
+                    path.armed = false;
+                    path.list.owe();
+                }
+            }
+            (Read::List { .. }, Outcome::Failed(Failure::NoNode)) => {
+                path.exists = false;
+                path.problem = None;
+                path.children.clear();
+                path.list = finish(path.list);
+            }
+            (Read::List { .. }, Outcome::Failed(Failure::NoAuth)) => {
+                path.problem = Some("ZooKeeper refuses to list the path (ACL): its previous state stands".into());
+                path.list = Due::No;
+                path.recheck_at = Some(now + recheck);
+            }
+            (Read::List { .. }, Outcome::Failed(_)) => {
+                path.list_failures = path.list_failures.saturating_add(1);
+                path.list = Due::Owed { at: Some(now + retry_delay(path.list_failures)) };
+            }
+            (Read::Data { child, watch, .. }, outcome) => {
+                let Some(state) = path.children.get_mut(&child) else { return };
+                match outcome {
+                    Outcome::Data(data) => {
+                        state.armed = (state.armed || watch) && !was_again(state.due);
+                        state.failures = 0;
+                        state.record = Some(policy::record_of(&child, Some(&data)));
+                        state.due = finish(state.due);
+                    }
+                    Outcome::Failed(Failure::NoNode) => {
+                        // Gone: its deletion event (or the next listing) removes it too.
+                        path.children.remove(&child);
+                    }
+                    Outcome::Failed(Failure::NoAuth) => {
+                        state.record = Some(Err("ZooKeeper refuses to read it (ACL)".into()));
+                        state.due = Due::No;
+                        state.recheck_at = Some(now + recheck);
+                    }
+                    Outcome::Failed(_) | Outcome::Watching | Outcome::Listed(_) | Outcome::Missing { .. } => {
+                        state.failures = state.failures.saturating_add(1);
+                        state.due = Due::Owed { at: Some(now + retry_delay(state.failures)) };
+                    }
+                }
+            }
+            (Read::Watch { .. } | Read::List { .. }, _) => {
+                // An answer of the wrong kind: read again.
+                path.list.owe();
+            }
+        }
+    }
+
+    /// Every path's state for its services, settled or not (see rule 5).
+    pub fn views(&self) -> Vec<PathView> {
+        self.paths
+            .iter()
+            .map(|path| {
+                let settled = !path.list.pending()
+                    && path.children.values().all(|c| !c.due.pending() && c.record.is_some())
+                    && path.problem.is_none();
+                let found = settled.then(|| {
+                    if path.exists {
+                        Found::Children(
+                            path.children
+                                .iter()
+                                .filter_map(|(name, c)| c.record.clone().map(|r| (name.clone(), r)))
+                                .collect(),
+                        )
+                    } else {
+                        Found::Missing
+                    }
+                });
+                PathView { found, problem: path.problem.clone() }
+            })
+            .collect()
+    }
+
+    /// Reads in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight
+    }
+
+    /// Whether every path is settled and nothing is owed (for tests and the status).
+    pub fn quiet(&self) -> bool {
+        self.in_flight == 0
+            && self.paths.iter().all(|p| {
+                !p.list.pending()
+                    && (self.mode == Mode::Oneshot || !p.watching.pending())
+                    && p.children.values().all(|c| !c.due.pending())
+            })
+    }
+}
+
+/// A child whose data must be read — unless its name carries its record.
+fn owe_data(name: &str, child: &mut ChildState) {
+    if policy::encoded_in_name(name) {
+        if child.record.is_none() {
+            child.record = Some(policy::record_of(name, None));
+        }
+    } else {
+        child.due.owe();
+    }
+}
+
+/// A listing in flight may predate a child's creation or deletion just seen (events and
+/// replies reach the loop by different ways): its answer must not be the last word.
+fn relist_if_listing(path: &mut PathState) {
+    if let Due::InFlight { .. } = path.list {
+        path.list.owe();
+    }
+}
+
+/// Whether something happened while the read was in flight.
+fn was_again(due: Due) -> bool {
+    matches!(due, Due::InFlight { again: true })
+}
+
+/// After a successful read: done, or owed again if something happened meanwhile.
+fn finish(due: Due) -> Due {
+    match due {
+        Due::InFlight { again: true } => Due::Owed { at: None },
+        _ => Due::No,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,621 @@
+//! The core against a model of ZooKeeper and of zookeeper-client 0.11.2: random interleavings
+//! of changes, lost replies, disconnections and expiries; once the faults stop, what the core
+//! gives out must be exactly what ZooKeeper holds.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use proptest::prelude::*;
+
+use super::*;
+
+const PATHS: [&str; 2] = ["/svc/a", "/svc/b"];
+const CHILDREN: [&str; 3] = ["c1_0000000001", "c2_0000000002", "c3_0000000003"];
+/// A child whose ACL denies reading (its name is in neither path until created).
+const DENIED: &str = "denied_0000000009";
+
+fn record(port: u16) -> Vec<u8> {
+    format!(r#"{{"host":"10.0.0.1","port":{port},"name":"x"}}"#).into_bytes()
+}
+
+/// What ZooKeeper holds: path → (child → data); a path absent is missing.
+#[derive(Debug, Clone, Default)]
+struct Zk {
+    nodes: BTreeMap<usize, BTreeMap<String, Vec<u8>>>,
+}
+
+/// A message from the server to the client, in order.
+#[derive(Debug, Clone)]
+enum Msg {
+    Reply(Read, Outcome),
+    Event(Event),
+}
+
+/// The server side of one client: its watches, what it is processing, what it sends.
+#[derive(Debug, Default)]
+struct Server {
+    supports_add_watch: bool,
+    up: bool,
+    session: i64,
+    /// Requests sent, not yet processed.
+    issued: VecDeque<Read>,
+    /// Replies and events on their way to the client.
+    channel: VecDeque<Msg>,
+    /// Persistent watches (per connection: gone when the connection is).
+    persistent: BTreeSet<usize>,
+    /// One-shot watches (per session), with whether their node changed while disconnected.
+    children_watches: BTreeMap<usize, bool>,
+    data_watches: BTreeMap<(usize, String), bool>,
+}
+
+/// One step of the simulation.
+#[derive(Debug, Clone)]
+enum Step {
+    Create(usize),
+    DeletePath(usize),
+    CreateChild(usize, usize),
+    CreateDenied(usize),
+    DeleteChild(usize, usize),
+    SetData(usize, usize, u16),
+    /// A change made during a short disconnection: no event reaches the client for it.
+    SetDataWhileAway(usize, usize, u16),
+    /// Everything sent is processed and delivered (the client catches up).
+    Quiesce,
+    /// The next event overtakes the replies before it: the shell forwards events through a
+    /// channel of their own, so its loop may see an event before a reply sent earlier.
+    DeliverEventFirst,
+    Process,
+    Deliver,
+    LoseReply,
+    Disconnect,
+    Reconnect,
+    Expire,
+    Tick(u64),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        1 => (0..2usize).prop_map(Step::Create),
+        1 => (0..2usize).prop_map(Step::DeletePath),
+        3 => (0..2usize, 0..2usize).prop_map(|(p, c)| Step::CreateChild(p, c)),
+        1 => (0..2usize).prop_map(Step::CreateDenied),
+        1 => (0..2usize, 0..2usize).prop_map(|(p, c)| Step::DeleteChild(p, c)),
+        4 => (0..2usize, 0..2usize, 1..5u16).prop_map(|(p, c, d)| Step::SetData(p, c, d)),
+        2 => (0..2usize, 0..2usize, 1..5u16).prop_map(|(p, c, d)| Step::SetDataWhileAway(p, c, d)),
+        3 => Just(Step::Quiesce),
+        2 => Just(Step::DeliverEventFirst),
+        6 => Just(Step::Process),
+        6 => Just(Step::Deliver),
+        2 => Just(Step::LoseReply),
+        2 => Just(Step::Disconnect),
+        2 => Just(Step::Reconnect),
+        1 => Just(Step::Expire),
+        4 => (1..3000u64).prop_map(Step::Tick),
+    ]
+}
+
+struct Sim {
+    zk: Zk,
+    server: Server,
+    core: Core,
+    now: Instant,
+    draws: u64,
+}
+
+impl Sim {
+    fn new(mode: Mode, supports_add_watch: bool) -> Sim {
+        let paths: Vec<String> = PATHS.iter().map(|p| (*p).to_owned()).collect();
+        let limits = Limits { max_in_flight: 3, jitter: Duration::from_millis(50), recheck: Duration::from_secs(5) };
+        let mut sim = Sim {
+            zk: Zk::default(),
+            server: Server { supports_add_watch, session: 1, ..Server::default() },
+            core: Core::new(&paths, mode, limits),
+            now: Instant::now(),
+            draws: 0,
+        };
+        sim.reconnect();
+        sim
+    }
+
+    fn draw(&mut self) -> f64 {
+        self.draws += 1;
+        (self.draws % 7) as f64 / 7.0
+    }
+
+    /// A change made by another client: events to the watches it concerns.
+    fn change(&mut self, path: usize, child: Option<&str>, kind: &str) {
+        let server = &mut self.server;
+        let up = server.up;
+        // Persistent watch on the path: every creation, deletion and data change at or under it.
+        if server.persistent.contains(&path) && up {
+            let node = match child {
+                Some(c) => format!("{}/{c}", PATHS[path]),
+                None => PATHS[path].to_owned(),
+            };
+            let event = match kind {
+                "created" => Event::Created(node),
+                "deleted" => Event::Deleted(node),
+                _ => Event::DataChanged(node),
+            };
+            server.channel.push_back(Msg::Event(event));
+        }
+        // One-shot: the children (or existence) watch fires on creations and deletions of the
+        // path or its children; a data watch on its child's change or deletion.
+        let children_fire = kind != "changed";
+        if children_fire && let Some(fired) = server.children_watches.get_mut(&path) {
+            if up {
+                server.children_watches.remove(&path);
+                server.channel.push_back(Msg::Event(Event::ChildrenChanged { path }));
+            } else {
+                *fired = true;
+            }
+        }
+        if let Some(c) = child {
+            let key = (path, c.to_owned());
+            if kind != "created"
+                && let Some(fired) = server.data_watches.get_mut(&key)
+            {
+                if up {
+                    server.data_watches.remove(&key);
+                    server.channel.push_back(Msg::Event(Event::ChildChanged { path, child: c.to_owned() }));
+                } else {
+                    *fired = true;
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, step: &Step) {
+        match *step {
+            Step::Create(p) => {
+                if let std::collections::btree_map::Entry::Vacant(entry) = self.zk.nodes.entry(p) {
+                    entry.insert(BTreeMap::new());
+                    self.change(p, None, "created");
+                }
+            }
+            Step::DeletePath(p) => {
+                if let Some(children) = self.zk.nodes.get(&p).cloned() {
+                    for child in children.keys() {
+                        self.zk.nodes.get_mut(&p).map(|c| c.remove(child));
+                        self.change(p, Some(child), "deleted");
+                    }
+                    self.zk.nodes.remove(&p);
+                    self.change(p, None, "deleted");
+                }
+            }
+            Step::CreateChild(p, c) | Step::SetData(p, c, _) if !self.zk.nodes.contains_key(&p) => {
+                let _ = c;
+            }
+            Step::CreateChild(p, c) => {
+                let name = CHILDREN[c];
+                if !self.zk.nodes[&p].contains_key(name) {
+                    self.zk.nodes.get_mut(&p).map(|n| n.insert(name.to_owned(), record(80)));
+                    self.change(p, Some(name), "created");
+                }
+            }
+            Step::CreateDenied(p) => {
+                if self.zk.nodes.get(&p).is_some_and(|n| !n.contains_key(DENIED)) {
+                    self.zk.nodes.get_mut(&p).map(|n| n.insert(DENIED.to_owned(), record(99)));
+                    self.change(p, Some(DENIED), "created");
+                }
+            }
+            Step::DeleteChild(p, c) => {
+                let name = CHILDREN[c];
+                if self.zk.nodes.get_mut(&p).and_then(|n| n.remove(name)).is_some() {
+                    self.change(p, Some(name), "deleted");
+                }
+            }
+            Step::SetData(p, c, d) => {
+                let name = CHILDREN[c];
+                if let Some(data) = self.zk.nodes.get_mut(&p).and_then(|n| n.get_mut(name)) {
+                    *data = record(80 + d);
+                    self.change(p, Some(name), "changed");
+                }
+            }
+            Step::SetDataWhileAway(p, c, d) => {
+                let was_up = self.server.up;
+                self.disconnect();
+                self.apply(&Step::SetData(p, c, d));
+                if was_up {
+                    self.reconnect();
+                }
+            }
+            Step::Quiesce => {
+                if self.server.up {
+                    self.settle();
+                }
+            }
+            Step::DeliverEventFirst => {
+                if let Some(index) = self.server.channel.iter().position(|m| matches!(m, Msg::Event(_)))
+                    && let Some(Msg::Event(event)) = self.server.channel.remove(index)
+                {
+                    self.core.event(event);
+                }
+            }
+            Step::Process => self.process(),
+            Step::Deliver => self.deliver(),
+            Step::LoseReply => {
+                // The reply is lost (no answer in time): the request may have been carried
+                // out, watches and all; the client reports an unknown outcome.
+                if let Some(index) = self.server.channel.iter().position(|m| matches!(m, Msg::Reply(..)))
+                    && let Some(Msg::Reply(read, _)) = self.server.channel.remove(index)
+                {
+                    let lost = Outcome::Failed(Failure::Lost("lost".into()));
+                    self.server.channel.insert(index, Msg::Reply(read, lost));
+                }
+            }
+            Step::Disconnect => self.disconnect(),
+            Step::Reconnect => {
+                if !self.server.up {
+                    self.reconnect();
+                }
+            }
+            Step::Expire => {
+                self.disconnect();
+                self.server.session += 1;
+                self.server.children_watches.clear();
+                self.server.data_watches.clear();
+                self.core.expired();
+            }
+            Step::Tick(ms) => self.now += Duration::from_millis(ms),
+        }
+        self.issue();
+    }
+
+    fn issue(&mut self) {
+        for read in self.core.reads(self.now) {
+            self.server.issued.push_back(read);
+        }
+    }
+
+    /// The server processes the next request.
+    fn process(&mut self) {
+        if !self.server.up {
+            return;
+        }
+        let Some(read) = self.server.issued.pop_front() else { return };
+        let outcome = match &read {
+            Read::Watch { path } => {
+                if self.server.supports_add_watch {
+                    self.server.persistent.insert(*path);
+                    Outcome::Watching
+                } else {
+                    Outcome::Failed(Failure::Unimplemented)
+                }
+            }
+            Read::List { path, watch } => {
+                if *watch {
+                    self.server.children_watches.insert(*path, false);
+                }
+                match self.zk.nodes.get(path) {
+                    Some(children) => Outcome::Listed(children.keys().cloned().collect()),
+                    None => Outcome::Missing { appeared: false },
+                }
+            }
+            Read::Data { path, child, watch } => match self.zk.nodes.get(path).and_then(|n| n.get(child)) {
+                Some(_) if child == DENIED => Outcome::Failed(Failure::NoAuth),
+                Some(data) => {
+                    if *watch {
+                        self.server.data_watches.insert((*path, child.clone()), false);
+                    }
+                    Outcome::Data(data.clone())
+                }
+                None => Outcome::Failed(Failure::NoNode),
+            },
+        };
+        self.server.channel.push_back(Msg::Reply(read, outcome));
+    }
+
+    fn deliver(&mut self) {
+        let Some(msg) = self.server.channel.pop_front() else { return };
+        match msg {
+            Msg::Reply(read, outcome) => self.core.done(read, outcome, self.now),
+            Msg::Event(event) => self.core.event(event),
+        }
+    }
+
+    /// The connection breaks: every request without its reply fails, events in transit are
+    /// lost, persistent watches go with the connection (0.11.2 does not restore them).
+    fn disconnect(&mut self) {
+        if !self.server.up {
+            return;
+        }
+        self.server.up = false;
+        self.server.persistent.clear();
+        let mut failed = Vec::new();
+        for msg in self.server.channel.drain(..) {
+            match msg {
+                Msg::Reply(read, _) => failed.push(read),
+                // A one-shot event lost in transit: the client still holds the watch and sends
+                // it back with SetWatches on reconnection, where it fires at once (the node
+                // changed since).
+                Msg::Event(Event::ChildrenChanged { path }) => {
+                    self.server.children_watches.insert(path, true);
+                }
+                Msg::Event(Event::ChildChanged { path, child }) => {
+                    self.server.data_watches.insert((path, child), true);
+                }
+                Msg::Event(_) => {}
+            }
+        }
+        failed.extend(self.server.issued.drain(..));
+        self.core.disconnected();
+        for read in failed {
+            self.core.done(read, Outcome::Failed(Failure::Lost("connection reset".into())), self.now);
+        }
+    }
+
+    fn reconnect(&mut self) {
+        self.server.up = true;
+        let draw = self.draw();
+        self.core.connected(self.server.session, self.now, draw);
+        // One-shot watches whose node changed meanwhile fire now (ZooKeeper's SetWatches).
+        let fired: Vec<usize> = self.server.children_watches.iter().filter(|(_, f)| **f).map(|(p, _)| *p).collect();
+        for path in fired {
+            self.server.children_watches.remove(&path);
+            self.server.channel.push_back(Msg::Event(Event::ChildrenChanged { path }));
+        }
+        let fired: Vec<(usize, String)> =
+            self.server.data_watches.iter().filter(|(_, f)| **f).map(|(k, _)| k.clone()).collect();
+        for (path, child) in fired {
+            self.server.data_watches.remove(&(path, child.clone()));
+            self.server.channel.push_back(Msg::Event(Event::ChildChanged { path, child }));
+        }
+    }
+
+    /// Faults over: connected, everything processed and delivered until the core is quiet.
+    fn settle(&mut self) {
+        if !self.server.up {
+            self.reconnect();
+        }
+        for _ in 0..10_000 {
+            self.issue();
+            if self.core.quiet() && self.server.issued.is_empty() && self.server.channel.is_empty() {
+                return;
+            }
+            if !self.server.issued.is_empty() {
+                self.process();
+            } else if !self.server.channel.is_empty() {
+                self.deliver();
+            } else {
+                match self.core.next_wake(self.now) {
+                    Some(at) => self.now = at,
+                    None => panic!("the core owes reads it will never issue: {:#?}", self.core),
+                }
+            }
+        }
+        panic!("not quiet after 10,000 steps");
+    }
+
+    /// What ZooKeeper holds, as the core should give it.
+    fn expected(&self) -> Vec<Found> {
+        (0..PATHS.len())
+            .map(|p| match self.zk.nodes.get(&p) {
+                None => Found::Missing,
+                Some(children) => Found::Children(
+                    children
+                        .iter()
+                        .map(|(name, data)| {
+                            let record = if name == DENIED {
+                                Err("ZooKeeper refuses to read it (ACL)".to_owned())
+                            } else {
+                                policy::record_of(name, Some(data))
+                            };
+                            (name.clone(), record)
+                        })
+                        .collect(),
+                ),
+            })
+            .collect()
+    }
+}
+
+fn run(mode: Mode, supports_add_watch: bool, steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new(mode, supports_add_watch);
+    for step in steps {
+        sim.apply(step);
+    }
+    sim.settle();
+    let found: Vec<Option<Found>> = sim.core.views().into_iter().map(|v| v.found).collect();
+    let expected: Vec<Option<Found>> = sim.expected().into_iter().map(Some).collect();
+    prop_assert_eq!(found, expected, "steps: {:?}", steps);
+    if !supports_add_watch {
+        prop_assert_eq!(sim.core.mode(), Mode::Oneshot);
+    }
+    // One watch per path in persistent mode, never a one-shot watch beside it.
+    if sim.core.mode() == Mode::Persistent {
+        prop_assert!(sim.server.children_watches.is_empty() && sim.server.data_watches.is_empty());
+        prop_assert_eq!(sim.server.persistent.len(), PATHS.len());
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn persistent_watches_end_with_zookeepers_state(steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Persistent, true, &steps)?;
+    }
+
+    #[test]
+    fn one_shot_watches_end_with_zookeepers_state(steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Oneshot, true, &steps)?;
+    }
+
+    #[test]
+    fn a_server_without_add_watch_falls_back_and_ends_with_its_state(steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Persistent, false, &steps)?;
+    }
+}
+
+fn paths() -> Vec<String> {
+    PATHS.iter().map(|p| (*p).to_owned()).collect()
+}
+
+/// Connected, watches added, the path listed with `children` and their data read.
+fn watching(children: &[(&str, u16)]) -> (Core, Instant) {
+    let now = Instant::now();
+    let mut core = Core::new(&paths()[..1], Mode::Persistent, Limits { jitter: Duration::ZERO, ..Limits::default() });
+    core.connected(7, now, 0.0);
+    assert_eq!(core.reads(now), [Read::Watch { path: 0 }]);
+    core.done(Read::Watch { path: 0 }, Outcome::Watching, now);
+    assert_eq!(core.reads(now), [Read::List { path: 0, watch: false }]);
+    let names = children.iter().map(|(n, _)| (*n).to_owned()).collect();
+    core.done(Read::List { path: 0, watch: false }, Outcome::Listed(names), now);
+    for read in core.reads(now) {
+        let Read::Data { child, .. } = &read else { panic!("{read:?}") };
+        let port = children.iter().find(|(n, _)| n == child).map(|(_, p)| *p).unwrap();
+        core.done(read.clone(), Outcome::Data(record(port)), now);
+    }
+    assert!(core.quiet());
+    (core, now)
+}
+
+fn ports(core: &Core) -> BTreeMap<String, u16> {
+    match core.views()[0].found.clone() {
+        Some(Found::Children(children)) => {
+            children.into_iter().filter_map(|(n, r)| r.ok().map(|r| (n, r.port))).collect()
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn one_event_one_read_and_no_listing() {
+    let (mut core, now) = watching(&[("a_0000000001", 80), ("b_0000000002", 81)]);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "a_0000000001".into(), watch: false }]);
+    core.event(Event::Created("/svc/a/c_0000000003".into()));
+    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "c_0000000003".into(), watch: false }]);
+    // Deeper nodes and other paths are not this path's children.
+    core.event(Event::Created("/svc/a/c_0000000003/deeper".into()));
+    core.event(Event::Created("/svc/ab/x".into()));
+    assert!(core.reads(now).is_empty());
+}
+
+#[test]
+fn a_change_during_a_read_is_read_again() {
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    let read = core.reads(now).remove(0);
+    // Changed again while the read is in flight: its answer may predate the change.
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    core.done(read.clone(), Outcome::Data(record(90)), now);
+    assert_eq!(core.views()[0].found, None, "not settled: a read is owed");
+    assert_eq!(core.reads(now), std::slice::from_ref(&read));
+    core.done(read, Outcome::Data(record(91)), now);
+    assert_eq!(ports(&core)["a_0000000001"], 91);
+}
+
+#[test]
+fn a_lost_read_stays_owed_and_the_previous_state_stands_meanwhile() {
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    let read = core.reads(now).remove(0);
+    core.done(read.clone(), Outcome::Failed(Failure::Lost("connection reset".into())), now);
+    assert_eq!(core.views()[0].found, None);
+    // Not at once (no spin), but soon.
+    assert!(core.reads(now).is_empty());
+    let wake = core.next_wake(now).expect("a retry");
+    assert!(wake > now && wake <= now + Duration::from_secs(2));
+    assert_eq!(core.reads(wake), std::slice::from_ref(&read));
+    core.done(read, Outcome::Data(record(85)), wake);
+    assert_eq!(ports(&core)["a_0000000001"], 85);
+}
+
+#[test]
+fn nothing_is_due_while_disconnected_and_the_wake_is_never_in_the_past() {
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    let read = core.reads(now).remove(0);
+    core.disconnected();
+    core.done(read, Outcome::Failed(Failure::Lost("reset".into())), now);
+    let later = now + Duration::from_secs(60);
+    assert!(core.reads(later).is_empty());
+    assert_eq!(core.next_wake(later), None, "nothing to wake for while disconnected");
+    // Back: the watch is added again, then everything is read again.
+    core.connected(7, later, 0.0);
+    assert_eq!(core.reads(later), [Read::Watch { path: 0 }]);
+}
+
+#[test]
+fn an_unreadable_child_is_that_childs_problem_and_an_unreadable_path_keeps_its_state() {
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::Created("/svc/a/b_0000000002".into()));
+    let read = core.reads(now).remove(0);
+    core.done(read, Outcome::Failed(Failure::NoAuth), now);
+    let Some(Found::Children(children)) = core.views()[0].found.clone() else { panic!() };
+    assert!(children["b_0000000002"].as_ref().is_err_and(|e| e.contains("ACL")));
+    assert!(children["a_0000000001"].is_ok());
+    // Read again later, not before.
+    assert!(core.reads(now + Duration::from_secs(1)).is_empty());
+    assert_eq!(core.reads(now + Duration::from_secs(31)).len(), 1);
+
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::Created("/svc/a".into()));
+    let read = core.reads(now).remove(0);
+    core.done(read, Outcome::Failed(Failure::NoAuth), now);
+    let view = &core.views()[0];
+    assert_eq!(view.found, None, "the previous state stands");
+    assert!(view.problem.as_ref().is_some_and(|p| p.contains("ACL")));
+}
+
+#[test]
+fn a_path_appearing_between_listing_and_existence_check_is_listed_again() {
+    let now = Instant::now();
+    let mut core = Core::new(&paths()[..1], Mode::Oneshot, Limits { jitter: Duration::ZERO, ..Limits::default() });
+    core.connected(1, now, 0.0);
+    let list = core.reads(now).remove(0);
+    assert_eq!(list, Read::List { path: 0, watch: true });
+    core.done(list, Outcome::Missing { appeared: true }, now);
+    assert_eq!(core.reads(now), [Read::List { path: 0, watch: true }], "listed again, its watch armed again");
+}
+
+#[test]
+fn names_that_carry_their_record_need_no_data_read() {
+    use base64::Engine as _;
+    let json = r#"{"host":"10.0.0.2","port":8080,"name":"enc"}"#;
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode(json);
+    let name = format!("base64_{}_{encoded}_0000000001", encoded.len());
+    let (mut core, now) = watching(&[]);
+    core.event(Event::Created(format!("/svc/a/{name}")));
+    core.event(Event::DataChanged(format!("/svc/a/{name}")));
+    assert!(core.reads(now).is_empty());
+    assert_eq!(ports(&core)[&name], 8080);
+}
+
+#[test]
+fn a_new_session_reads_within_the_jitter_and_never_more_than_the_limit_at_once() {
+    let now = Instant::now();
+    let limits = Limits { max_in_flight: 2, jitter: Duration::from_secs(2), recheck: Duration::from_secs(30) };
+    let mut core = Core::new(&paths(), Mode::Persistent, limits);
+    core.connected(1, now, 0.5);
+    assert!(core.reads(now).is_empty(), "within the jitter");
+    assert_eq!(core.next_wake(now), Some(now + Duration::from_secs(1)));
+    let later = now + Duration::from_secs(1);
+    let first = core.reads(later);
+    assert_eq!(first.len(), 2);
+    assert!(core.reads(later).is_empty(), "at most two in flight");
+    assert_eq!(core.next_wake(later), None, "the next reads wait for answers, not for a time");
+}
+
+#[test]
+fn a_change_made_while_disconnected_is_read_after_the_reconnection() {
+    for mode in [Mode::Persistent, Mode::Oneshot] {
+        let steps =
+            [Step::Create(0), Step::CreateChild(0, 0), Step::Disconnect, Step::SetData(0, 0, 3), Step::Reconnect];
+        let mut sim = Sim::new(mode, true);
+        sim.settle();
+        for step in &steps[..2] {
+            sim.apply(step);
+        }
+        sim.settle();
+        for step in &steps[2..] {
+            sim.apply(step);
+        }
+        sim.settle();
+        let found: Vec<Option<Found>> = sim.core.views().into_iter().map(|v| v.found).collect();
+        let expected: Vec<Option<Found>> = sim.expected().into_iter().map(Some).collect();
+        assert_eq!(found, expected, "{mode:?}");
+    }
+}

@@ -1,0 +1,177 @@
+//! Host names in records, resolved to the IP literals HAProxy needs — off the read path. No
+//! I/O; time is passed in, the shell runs the lookups.
+//!
+//! - A name is resolved as soon as a record names it, several at once but at most
+//!   `max_in_flight`, each lookup on its own: a slow or unresolvable name delays only the
+//!   instances that use it (they wait, reported as such), never a read or another service.
+//! - A failed lookup is tried again after a backoff (1 s doubling to a minute); an answer is
+//!   refreshed after `ttl`, the old one serving meanwhile, so a refresh never takes an instance
+//!   out.
+//! - A name no record uses any more is forgotten.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+/// How long an answer is used before it is refreshed.
+pub const TTL: Duration = Duration::from_secs(60);
+/// Lookups in flight at most.
+pub const MAX_IN_FLIGHT: usize = 8;
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// The last answer, if any.
+    answer: Option<Result<IpAddr, String>>,
+    resolving: bool,
+    /// When to look it up (again).
+    due_at: Instant,
+    failures: u32,
+}
+
+/// The names in use and what they resolve to.
+#[derive(Debug, Clone, Default)]
+pub struct Dns {
+    entries: HashMap<String, Entry>,
+}
+
+impl Dns {
+    /// What `host` resolves to: at once for an IP literal; `None` while its first lookup is
+    /// pending.
+    pub fn lookup(&self, host: &str) -> Option<Result<IpAddr, String>> {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            return Some(Ok(ip));
+        }
+        self.entries.get(host).and_then(|e| e.answer.clone())
+    }
+
+    /// The names records use now: new ones are looked up at once, the others forgotten.
+    pub fn keep<'a>(&mut self, hosts: impl IntoIterator<Item = &'a str>, now: Instant) {
+        let used: BTreeSet<&str> = hosts.into_iter().filter(|h| h.parse::<IpAddr>().is_err()).collect();
+        self.entries.retain(|host, entry| entry.resolving || used.contains(host.as_str()));
+        for host in used {
+            self.entries.entry(host.to_owned()).or_insert(Entry {
+                answer: None,
+                resolving: false,
+                due_at: now,
+                failures: 0,
+            });
+        }
+    }
+
+    /// The names to look up now (marked as being looked up), at most enough to have
+    /// `MAX_IN_FLIGHT` in flight.
+    pub fn due(&mut self, now: Instant) -> Vec<String> {
+        let mut room = MAX_IN_FLIGHT.saturating_sub(self.entries.values().filter(|e| e.resolving).count());
+        let mut out = Vec::new();
+        for (host, entry) in &mut self.entries {
+            if room == 0 {
+                break;
+            }
+            if !entry.resolving && entry.due_at <= now {
+                entry.resolving = true;
+                out.push(host.clone());
+                room -= 1;
+            }
+        }
+        out
+    }
+
+    /// A lookup's result. A failure keeps a previous good answer (it serves until a lookup
+    /// succeeds again) and is tried again after the backoff.
+    pub fn resolved(&mut self, host: &str, result: Result<IpAddr, String>, now: Instant) {
+        let Some(entry) = self.entries.get_mut(host) else { return };
+        entry.resolving = false;
+        match result {
+            Ok(ip) => {
+                entry.answer = Some(Ok(ip));
+                entry.failures = 0;
+                entry.due_at = now + TTL;
+            }
+            Err(err) => {
+                entry.failures = entry.failures.saturating_add(1);
+                let delay = RETRY_MIN.saturating_mul(1 << entry.failures.min(6).saturating_sub(1)).min(RETRY_MAX);
+                entry.due_at = now + delay;
+                if !matches!(entry.answer, Some(Ok(_))) {
+                    entry.answer = Some(Err(err));
+                }
+            }
+        }
+    }
+
+    /// The next time a lookup falls due (never in the past).
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        self.entries.values().filter(|e| !e.resolving && e.due_at > now).map(|e| e.due_at).min()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_need_no_lookup_and_names_are_looked_up_once_at_a_time() {
+        let now = Instant::now();
+        let mut dns = Dns::default();
+        assert_eq!(dns.lookup("10.0.0.1"), Some(Ok("10.0.0.1".parse().unwrap())));
+        dns.keep(["10.0.0.1", "web1.internal", "web1.internal"], now);
+        assert_eq!(dns.len(), 1);
+        assert_eq!(dns.lookup("web1.internal"), None, "pending");
+        assert_eq!(dns.due(now), ["web1.internal"]);
+        assert!(dns.due(now).is_empty(), "already being looked up");
+        dns.resolved("web1.internal", Ok("10.0.0.7".parse().unwrap()), now);
+        assert_eq!(dns.lookup("web1.internal"), Some(Ok("10.0.0.7".parse().unwrap())));
+        assert_eq!(dns.next_wake(now), Some(now + TTL));
+    }
+
+    #[test]
+    fn failures_are_retried_with_backoff_and_a_good_answer_survives_a_failed_refresh() {
+        let now = Instant::now();
+        let mut dns = Dns::default();
+        dns.keep(["late.internal"], now);
+        dns.due(now);
+        dns.resolved("late.internal", Err("no such host".into()), now);
+        assert!(dns.lookup("late.internal").is_some_and(|r| r.is_err()));
+        assert_eq!(dns.next_wake(now), Some(now + Duration::from_secs(1)));
+        let later = now + Duration::from_secs(1);
+        assert_eq!(dns.due(later), ["late.internal"]);
+        dns.resolved("late.internal", Err("no such host".into()), later);
+        assert_eq!(dns.next_wake(later), Some(later + Duration::from_secs(2)), "backing off");
+        let then = later + Duration::from_secs(2);
+        dns.due(then);
+        dns.resolved("late.internal", Ok("10.0.0.9".parse().unwrap()), then);
+        assert!(dns.lookup("late.internal").is_some_and(|r| r.is_ok()), "resolving after a while");
+        // The refresh fails: the good answer stays.
+        let expired = then + TTL;
+        assert_eq!(dns.due(expired), ["late.internal"]);
+        dns.resolved("late.internal", Err("timed out".into()), expired);
+        assert_eq!(dns.lookup("late.internal"), Some(Ok("10.0.0.9".parse().unwrap())));
+    }
+
+    #[test]
+    fn at_most_eight_in_flight_and_unused_names_are_forgotten() {
+        let now = Instant::now();
+        let mut dns = Dns::default();
+        let names: Vec<String> = (0..20).map(|i| format!("h{i}.internal")).collect();
+        dns.keep(names.iter().map(String::as_str), now);
+        assert_eq!(dns.due(now).len(), MAX_IN_FLIGHT);
+        assert!(dns.due(now).is_empty());
+        dns.keep(["h0.internal"], now);
+        // Those being looked up stay until answered; the rest go.
+        assert!(dns.len() <= MAX_IN_FLIGHT + 1);
+        for name in &names {
+            dns.resolved(name, Ok("10.0.0.1".parse().unwrap()), now);
+        }
+        dns.keep(["h0.internal"], now);
+        assert_eq!(dns.len(), 1);
+    }
+}
