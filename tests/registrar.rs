@@ -202,8 +202,10 @@ fn tcp_check_follows_the_listener_and_exec_timeouts_kill_the_command() {
     let dir = RegistrarDir::new();
     let tcp = "type = \"tcp\"\ntimeout = \"150ms\"\nrise = 1\nfall = 1";
     let marker = dir.path().join("slept");
+    // The shell waits on a background subshell: a grandchild in the shell's process group that
+    // only a kill of the whole group stops (killing the shell alone would leave it to `touch`).
     let slow = format!(
-        "type = \"exec\"\ncommand = \"sleep 2; touch {}\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
+        "type = \"exec\"\ncommand = \"(sleep 2; touch {}) & wait\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1",
         marker.display()
     );
     let config = dir.header(hosts, "host1", "4s")
@@ -388,7 +390,7 @@ fn bad_configurations_each_give_their_specific_error() {
         (
             "type = \"http\"",
             "type = \"icmp\"",
-            "`service[0].checks[0].type` = \"icmp\": expected one of \"tcp\", \"http\", \"exec\"",
+            "`service[0].checks[0].type` = \"icmp\": expected one of \"tcp\", \"http\", \"exec\", \"redis\"",
         ),
         ("rise = 1", "rise = 0", "`service[0].checks[0].rise` = 0: expected a number from 1 to 1000"),
         ("fall = 1", "fall = 5000", "`service[0].checks[0].fall` = 5000: expected a number from 1 to 1000"),

@@ -84,7 +84,7 @@ fn shipped_daemon_configurations_are_valid() {
     // It says which hosts HAProxy routes by itself.
     assert!(text.contains("host map: web.example → web/web"), "{text}");
     let (ok, text) = check("axon-registrar", &shipped("registrar/example.toml"));
-    assert!(ok && text.contains("ok (2 services)"), "{text}");
+    assert!(ok && text.contains("ok (3 services)"), "{text}");
 }
 
 #[test]

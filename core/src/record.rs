@@ -155,6 +155,22 @@ pub fn child_prefix(instance_id: &str) -> String {
     format!("{instance_id}_")
 }
 
+/// The longest encoded record Nerve puts into a child's name; a longer one goes into a plain
+/// name (the data always carries the record).
+pub const MAX_ENCODED_NAME: usize = 65536;
+
+/// The child name prefix of Nerve's path encoding, `base64_<len>_<urlsafe-base64(json)>_`, or
+/// `None` when the encoded record would be longer than [`MAX_ENCODED_NAME`].
+pub fn encoded_child_prefix(json: &[u8]) -> Option<String> {
+    let encoded = URL_SAFE.encode(json);
+    (encoded.len() <= MAX_ENCODED_NAME).then(|| format!("{ENCODED_PREFIX}{}_{encoded}_", encoded.len()))
+}
+
+/// Whether `name` is what a sequential create of `prefix` makes: the prefix and ten digits.
+pub fn is_sequential_of(name: &str, prefix: &str) -> bool {
+    name.strip_prefix(prefix).is_some_and(|digits| digits.len() == 10 && digits.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// A child name as ZooKeeper completes a sequential create: the prefix and ten digits.
 pub fn sequential_name(prefix: &str, sequence: i64) -> String {
     format!("{prefix}{sequence:010}")
@@ -245,6 +261,18 @@ fn parse_sequence(digits: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_encoded_prefix_reads_back_as_the_record() {
+        let json = sample().to_json();
+        let prefix = encoded_child_prefix(&json).unwrap();
+        let name = sequential_name(&prefix, 7);
+        assert!(is_sequential_of(&name, &prefix));
+        assert!(!is_sequential_of(&name, "host1_"));
+        assert!(!is_sequential_of(&format!("{prefix}12"), &prefix));
+        assert_eq!(ChildName::parse(&name).unwrap(), ChildName::Encoded { json, sequence: Some(7) });
+        assert!(encoded_child_prefix(&vec![b'x'; MAX_RECORD_BYTES]).is_none());
+    }
 
     fn sample() -> Record {
         Record {

@@ -59,6 +59,19 @@ pub struct ServiceConfig {
     pub checks: Vec<CheckConfig>,
     /// A file whose existence takes this service out of rotation.
     pub maintenance_file: Option<PathBuf>,
+    /// Nerve's `use_path_encoding`: the record also goes into the child's name, so readers
+    /// need no data read (a record change then replaces the znode, make before break).
+    pub path_encoding: PathEncoding,
+}
+
+/// How a service's child znode is named.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathEncoding {
+    /// `<instance_id>_<sequence>`.
+    #[default]
+    None,
+    /// `base64_<len>_<urlsafe-base64(record)>_<sequence>`, as Nerve's `use_path_encoding`.
+    Base64,
 }
 
 impl ServiceConfig {
@@ -74,14 +87,34 @@ impl ServiceConfig {
         }
     }
 
-    /// Whether `other` needs this service's health to be learnt again (what is checked
-    /// changed), rather than only its published record or timing.
-    pub fn needs_new_health(&self, other: &ServiceConfig) -> bool {
-        self.host != other.host
-            || self.port != other.port
-            || self.zk_path != other.zk_path
-            || self.checks != other.checks
+    /// What changing this service's configuration to `new` means for its health.
+    pub fn change_to(&self, new: &ServiceConfig) -> Change {
+        if self.host != new.host || self.port != new.port {
+            Change::Endpoint
+        } else if self.checks.len() != new.checks.len()
+            || self.checks.iter().zip(&new.checks).any(|(old, new)| old.kind != new.kind)
+        {
+            Change::Checks
+        } else if self != new {
+            Change::Settings
+        } else {
+            Change::None
+        }
     }
+}
+
+/// What a reload changes of one service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    None,
+    /// Only the record, the path, the timing or the thresholds: health is kept.
+    Settings,
+    /// What is checked changed (a check added, removed or altered): the new checks start
+    /// from the service's current health, so a healthy instance stays registered until a new
+    /// check has failed `fall` times.
+    Checks,
+    /// Another host or port: another instance, whose health is learnt from scratch.
+    Endpoint,
 }
 
 /// One check; all of a service's checks must be up for it to be registered.
@@ -100,6 +133,71 @@ pub enum CheckKind {
     Tcp { host: String, port: u16 },
     Http(HttpCheck),
     Exec { command: String },
+    Redis { host: String, port: u16, username: Option<String>, password: Option<Secret> },
+}
+
+/// A password: cloned and compared like a string, never shown: not by `Debug` (from the raw
+/// configuration on), not in the error for a value of the wrong type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    /// The password itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        deserializer.deserialize_str(SecretVisitor)
+    }
+}
+
+/// Takes a string; names the type of anything else without repeating its value (serde's own
+/// errors would: "invalid type: integer `123456`").
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Secret, E> {
+        Ok(Secret(text.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Secret, E> {
+        Ok(Secret(text))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("boolean"), &self))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("float"), &self))
+    }
 }
 
 impl CheckKind {
@@ -108,13 +206,15 @@ impl CheckKind {
             CheckKind::Tcp { .. } => "tcp",
             CheckKind::Http(_) => "http",
             CheckKind::Exec { .. } => "exec",
+            CheckKind::Redis { .. } => "redis",
         }
     }
 
-    /// What the check targets, as shown to operators: an address, a URL or a command.
+    /// What the check targets, as shown to operators: an address, a URL or a command (never a
+    /// password).
     pub fn target(&self) -> String {
         match self {
-            CheckKind::Tcp { host, port } => format!("{host}:{port}"),
+            CheckKind::Tcp { host, port } | CheckKind::Redis { host, port, .. } => format!("{host}:{port}"),
             CheckKind::Http(http) => http.url(),
             CheckKind::Exec { command } => command.clone(),
         }
@@ -171,6 +271,7 @@ struct RawService {
     haproxy_server_options: Option<String>,
     check_interval: Option<String>,
     maintenance_file: Option<PathBuf>,
+    path_encoding: Option<String>,
     #[serde(default)]
     checks: Vec<RawCheck>,
 }
@@ -195,6 +296,8 @@ struct RawCheck {
     expect_body: Option<String>,
     keepalive: Option<bool>,
     command: Option<String>,
+    username: Option<String>,
+    password: Option<Secret>,
 }
 
 impl Config {
@@ -332,6 +435,13 @@ impl RawService {
                 }
             }
         }
+        let path_encoding = match self.path_encoding.as_deref() {
+            None | Some("none") => PathEncoding::None,
+            Some("base64") => PathEncoding::Base64,
+            Some(other) => {
+                return Err(check.invalid(format!("{at}.path_encoding"), quoted(other), "\"none\" or \"base64\""));
+            }
+        };
         let check_interval = match &self.check_interval {
             Some(t) => check.duration(
                 &format!("{at}.check_interval"),
@@ -361,6 +471,7 @@ impl RawService {
             check_interval,
             checks,
             maintenance_file: self.maintenance_file,
+            path_encoding,
         })
     }
 }
@@ -412,10 +523,14 @@ impl RawCheck {
                 only("expect_body", self.expect_body.is_some(), "http")?;
                 only("keepalive", self.keepalive.is_some(), "http")?;
                 only("command", self.command.is_some(), "exec")?;
+                only("username", self.username.is_some(), "redis")?;
+                only("password", self.password.is_some(), "redis")?;
                 CheckKind::Tcp { host, port }
             }
             "http" => {
                 only("command", self.command.is_some(), "exec")?;
+                only("username", self.username.is_some(), "redis")?;
+                only("password", self.password.is_some(), "redis")?;
                 let uri = self.uri.clone().unwrap_or_else(|| "/".to_owned());
                 if !uri.starts_with('/') || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(check.invalid(
@@ -456,17 +571,19 @@ impl RawCheck {
                 })
             }
             "exec" => {
-                for (field, present) in [
-                    ("host", self.host.is_some()),
-                    ("port", self.port.is_some()),
-                    ("uri", self.uri.is_some()),
-                    ("https", self.https.is_some()),
-                    ("headers", !self.headers.is_empty()),
-                    ("expect_status", self.expect_status.is_some()),
-                    ("expect_body", self.expect_body.is_some()),
-                    ("keepalive", self.keepalive.is_some()),
+                for (field, present, types) in [
+                    ("host", self.host.is_some(), "tcp, http or redis"),
+                    ("port", self.port.is_some(), "tcp, http or redis"),
+                    ("uri", self.uri.is_some(), "http"),
+                    ("https", self.https.is_some(), "http"),
+                    ("headers", !self.headers.is_empty(), "http"),
+                    ("expect_status", self.expect_status.is_some(), "http"),
+                    ("expect_body", self.expect_body.is_some(), "http"),
+                    ("keepalive", self.keepalive.is_some(), "http"),
+                    ("username", self.username.is_some(), "redis"),
+                    ("password", self.password.is_some(), "redis"),
                 ] {
-                    only(field, present, "tcp or http")?;
+                    only(field, present, types)?;
                 }
                 match self.command {
                     Some(command) if !command.trim().is_empty() => CheckKind::Exec { command },
@@ -479,8 +596,46 @@ impl RawCheck {
                     }
                 }
             }
+            "redis" => {
+                for (field, present, types) in [
+                    ("uri", self.uri.is_some(), "http"),
+                    ("https", self.https.is_some(), "http"),
+                    ("headers", !self.headers.is_empty(), "http"),
+                    ("expect_status", self.expect_status.is_some(), "http"),
+                    ("expect_body", self.expect_body.is_some(), "http"),
+                    ("keepalive", self.keepalive.is_some(), "http"),
+                    ("command", self.command.is_some(), "exec"),
+                ] {
+                    only(field, present, types)?;
+                }
+                // A password is never echoed, not even in an error.
+                if self.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
+                    return Err(check.invalid(format!("{at}.password"), "\"\"", "a non-empty password"));
+                }
+                if let Some(username) = &self.username {
+                    if username.is_empty() || username.chars().any(char::is_control) {
+                        return Err(check.invalid(
+                            format!("{at}.username"),
+                            quoted(username),
+                            "a non-empty user name without control characters",
+                        ));
+                    }
+                    if self.password.is_none() {
+                        return Err(check.invalid(
+                            format!("{at}.username"),
+                            quoted(username),
+                            "a `password` with it: Redis's AUTH takes a user name and a password",
+                        ));
+                    }
+                }
+                CheckKind::Redis { host, port, username: self.username, password: self.password }
+            }
             other => {
-                return Err(check.invalid(format!("{at}.type"), quoted(other), "one of \"tcp\", \"http\", \"exec\""));
+                return Err(check.invalid(
+                    format!("{at}.type"),
+                    quoted(other),
+                    "one of \"tcp\", \"http\", \"exec\", \"redis\"",
+                ));
             }
         };
         Ok(CheckConfig { kind, timeout, rise, fall })
@@ -556,12 +711,102 @@ fall = 1"#,
     }
 
     #[test]
-    fn health_is_relearnt_only_when_what_is_checked_changes() {
+    fn redis_check_keeps_its_password_out_of_sight() {
+        let text = MINIMAL
+            .replace("type = \"tcp\"", "type = \"redis\"\nport = 6379\nusername = \"probe\"\npassword = \"hunter2\"");
+        let config = parse(&text).unwrap();
+        let kind = &config.services[0].checks[0].kind;
+        assert_eq!(
+            *kind,
+            CheckKind::Redis {
+                host: "127.0.0.1".into(),
+                port: 6379,
+                username: Some("probe".into()),
+                password: Some(Secret::new("hunter2".into())),
+            }
+        );
+        assert_eq!((kind.name(), kind.target()), ("redis", "127.0.0.1:6379".to_owned()));
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2") && shown.contains("Secret(redacted)"), "{shown}");
+
+        let plain = parse(&MINIMAL.replace("type = \"tcp\"", "type = \"redis\"")).unwrap();
+        let expected = CheckKind::Redis { host: "127.0.0.1".into(), port: 8080, username: None, password: None };
+        assert_eq!(plain.services[0].checks[0].kind, expected);
+    }
+
+    /// `password` and `username` belong to redis checks only, and say so; nothing echoes a
+    /// password.
+    #[test]
+    fn redis_fields_on_other_checks_and_bad_credentials() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "type = \"tcp\"\npassword = \"hunter2\"",
+                "`service[0].checks[0].password` = (set): expected no `password` on a tcp check: only redis checks take it",
+            ),
+            (
+                "type = \"http\"\nusername = \"probe\"",
+                "`service[0].checks[0].username` = (set): expected no `username` on a http check: only redis checks take it",
+            ),
+            (
+                "type = \"exec\"\ncommand = \"true\"\npassword = \"hunter2\"",
+                "`service[0].checks[0].password` = (set): expected no `password` on a exec check: only redis checks take it",
+            ),
+            (
+                "type = \"exec\"\ncommand = \"true\"\nport = 1",
+                "`service[0].checks[0].port` = (set): expected no `port` on a exec check: only tcp, http or redis checks take it",
+            ),
+            (
+                "type = \"exec\"\ncommand = \"true\"\nuri = \"/\"",
+                "`service[0].checks[0].uri` = (set): expected no `uri` on a exec check: only http checks take it",
+            ),
+            (
+                "type = \"redis\"\nuri = \"/\"",
+                "`service[0].checks[0].uri` = (set): expected no `uri` on a redis check: only http checks take it",
+            ),
+            (
+                "type = \"redis\"\ncommand = \"true\"",
+                "`service[0].checks[0].command` = (set): expected no `command` on a redis check: only exec checks take it",
+            ),
+            (
+                "type = \"redis\"\nusername = \"probe\"",
+                "`service[0].checks[0].username` = \"probe\": expected a `password` with it",
+            ),
+            (
+                "type = \"redis\"\npassword = \"\"",
+                "`service[0].checks[0].password` = \"\": expected a non-empty password",
+            ),
+            (
+                "type = \"redis\"\nusername = \"\"\npassword = \"hunter2\"",
+                "`service[0].checks[0].username` = \"\": expected a non-empty user name",
+            ),
+            (
+                "type = \"redis\"\npassword = 271828",
+                "`service[0].checks[0].password`: invalid type: integer, expected a string",
+            ),
+        ];
+        for (to, expected) in cases {
+            let err = parse(&MINIMAL.replacen("type = \"tcp\"", to, 1)).unwrap_err().to_string();
+            assert!(err.contains(expected), "expected {expected:?} in:\n{err}");
+            assert!(!err.contains("hunter2") && !err.contains("271828"), "{err}");
+        }
+    }
+
+    #[test]
+    fn health_is_relearnt_only_for_another_endpoint() {
         let a = parse(MINIMAL).unwrap().services[0].clone();
         let weight = ServiceConfig { weight: Some(5), ..a.clone() };
         let port = ServiceConfig { port: 9090, ..a.clone() };
-        assert!(!a.needs_new_health(&weight));
-        assert!(a.needs_new_health(&port));
+        let mut timing = a.clone();
+        timing.checks[0].timeout = Duration::from_millis(250);
+        timing.checks[0].rise = NonZeroU32::new(5).unwrap();
+        timing.check_interval = Duration::from_secs(3);
+        let mut checks = a.clone();
+        checks.checks.push(a.checks[0].clone());
+        assert_eq!(a.change_to(&a.clone()), Change::None);
+        assert_eq!(a.change_to(&weight), Change::Settings);
+        assert_eq!(a.change_to(&timing), Change::Settings);
+        assert_eq!(a.change_to(&checks), Change::Checks);
+        assert_eq!(a.change_to(&port), Change::Endpoint);
     }
 
     /// Each bad configuration names the field and the bad value; these are the messages the
@@ -576,7 +821,7 @@ fall = 1"#,
             (
                 "type = \"tcp\"",
                 "type = \"udp\"",
-                "`service[0].checks[0].type` = \"udp\": expected one of \"tcp\", \"http\", \"exec\"",
+                "`service[0].checks[0].type` = \"udp\": expected one of \"tcp\", \"http\", \"exec\", \"redis\"",
             ),
             (
                 "type = \"tcp\"",

@@ -166,7 +166,11 @@ impl Daemon {
     }
 
     fn desired(&self) -> Desired {
-        Desired { zookeeper: self.config.zookeeper.clone(), registrations: self.state.registrations() }
+        Desired {
+            zookeeper: self.config.zookeeper.clone(),
+            instance_id: self.config.instance_id.clone(),
+            registrations: self.state.registrations(),
+        }
     }
 
     /// Spawns a run for every service that is due.
@@ -234,6 +238,12 @@ impl Daemon {
                 self.metrics.set_service_up(name, false);
             }
         }
+        // New checks run at once; a run of the old ones still in progress is stale.
+        for name in &reload.rechecked {
+            if let Some(service) = config.service(name) {
+                self.schedule.insert(name, service.check_interval, now);
+            }
+        }
         for name in &reload.updated {
             if let Some(service) = config.service(name) {
                 self.schedule.set_interval(name, service.check_interval);
@@ -248,6 +258,7 @@ impl Daemon {
             added = ?reload.added,
             removed = ?reload.removed,
             replaced = ?reload.replaced,
+            rechecked = ?reload.rechecked,
             updated = ?reload.updated,
             zookeeper_changed = settings_changed,
             "SIGHUP: configuration reloaded"
@@ -293,6 +304,7 @@ impl Daemon {
                     "state": s.phase(),
                     "maintenance_file": self.config.maintenance_file(&s.config),
                     "znode": publisher.znodes.get(&s.config.name),
+                    "zk_error": publisher.errors.get(&s.config.name),
                     "last_run_unix_ms": s.last_run.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64),
                     "checks": checks,
                 })
@@ -305,6 +317,7 @@ impl Daemon {
                 "state": publisher.state,
                 "session_id": publisher.session_id,
                 "last_error": publisher.last_error,
+                "errors": publisher.errors,
             },
             "services": services,
         })

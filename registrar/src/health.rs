@@ -30,6 +30,13 @@ impl CheckHealth {
         CheckHealth { rise, fall, state: CheckState::Down { passes: 0 } }
     }
 
+    /// A check that starts where its service stands: up with no failure yet when the service
+    /// is up (it stays registered until this check has failed `fall` times), else down.
+    pub fn starting(rise: NonZeroU32, fall: NonZeroU32, up: bool) -> CheckHealth {
+        let state = if up { CheckState::Up { failures: 0 } } else { CheckState::Down { passes: 0 } };
+        CheckHealth { rise, fall, state }
+    }
+
     pub fn state(&self) -> CheckState {
         self.state
     }
@@ -75,6 +82,23 @@ impl ServiceHealth {
 
     pub fn checks(&self) -> &[CheckHealth] {
         &self.checks
+    }
+
+    /// This health under a new configuration of the checks, one `(rise, fall, same)` per new
+    /// check, `same` when it checks what the check at its position checked before: such a
+    /// check keeps its state and counts under the new thresholds; any other starts where the
+    /// service stands ([`CheckHealth::starting`]).
+    pub fn carried(&self, checks: impl IntoIterator<Item = (NonZeroU32, NonZeroU32, bool)>) -> ServiceHealth {
+        let up = self.is_up();
+        let checks = checks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (rise, fall, same))| match self.checks.get(i) {
+                Some(old) if same => CheckHealth { rise, fall, state: old.state },
+                _ => CheckHealth::starting(rise, fall, up),
+            })
+            .collect();
+        ServiceHealth { checks }
     }
 
     /// Records one round of results, one per check in order; returns whether the service
@@ -145,6 +169,28 @@ mod tests {
         assert!(s.record([true, false]));
         assert!(!s.is_up());
         assert!(!ServiceHealth::new([]).is_up());
+    }
+
+    #[test]
+    fn a_new_configuration_keeps_state_and_new_checks_start_where_the_service_stands() {
+        let mut s = ServiceHealth::new([(n(2), n(3))]);
+        s.record([true]);
+        s.record([true]);
+        s.record([false]);
+        assert_eq!(s.checks()[0].state(), CheckState::Up { failures: 1 });
+        // Same check, new thresholds: same state and count.
+        let kept = s.carried([(n(5), n(2), true)]);
+        assert_eq!(kept.checks()[0].state(), CheckState::Up { failures: 1 });
+        let mut kept2 = kept.clone();
+        assert!(kept2.record([false]), "the new fall of 2 applies");
+        // A changed check and an added one start up: one failure is not enough to go.
+        let mut changed = s.carried([(n(2), n(2), false), (n(1), n(2), false)]);
+        assert!(changed.is_up());
+        assert!(!changed.record([false, true]));
+        assert!(changed.record([false, true]));
+        // A down service's new checks start down.
+        let down = ServiceHealth::new([(n(2), n(2))]);
+        assert!(!down.carried([(n(1), n(1), false)]).is_up());
     }
 
     proptest::proptest! {

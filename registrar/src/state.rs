@@ -2,24 +2,26 @@
 //!
 //! Owns each service's configuration, rise/fall health, maintenance flag and last results;
 //! turns them into the set of registrations the publisher makes true. A configuration reload
-//! is applied as a difference: services whose checked endpoint or checks did not change keep
-//! their health (and therefore their znode). No I/O.
+//! is applied as a difference, without flaps: a change of timing, thresholds, record or path
+//! keeps a service's health; changed checks start where the service stands (a healthy
+//! instance stays registered until a new check has failed `fall` times); only another
+//! endpoint is learnt from scratch. No I/O.
 
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use axon_core::record::child_prefix;
+use axon_core::record::{child_prefix, encoded_child_prefix};
 use serde::Serialize;
 
 use crate::check::Outcome;
-use crate::config::{Config, ServiceConfig};
+use crate::config::{Change, Config, PathEncoding, ServiceConfig};
 use crate::health::{CheckState, ServiceHealth};
 
 /// A znode the registrar wants to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     pub zk_path: String,
-    /// The child name prefix, `<instance_id>_`.
+    /// The child name prefix: `<instance_id>_`, or Nerve's path encoding of the record.
     pub prefix: String,
     pub host: String,
     pub port: u16,
@@ -72,15 +74,21 @@ pub enum Phase {
 pub struct Reload {
     pub added: Vec<String>,
     pub removed: Vec<String>,
-    /// Checked endpoint or checks changed: health starts again from down.
+    /// Another endpoint: health starts again from down.
     pub replaced: Vec<String>,
-    /// Only the record or timing changed: health and znode kept, record updated in place.
+    /// Checks changed: new checks start where the service stands; runs in progress are stale.
+    pub rechecked: Vec<String>,
+    /// Only the record, path, timing or thresholds changed: health kept.
     pub updated: Vec<String>,
 }
 
 impl Reload {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.removed.is_empty() && self.replaced.is_empty() && self.updated.is_empty()
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.replaced.is_empty()
+            && self.rechecked.is_empty()
+            && self.updated.is_empty()
     }
 }
 
@@ -122,20 +130,29 @@ impl State {
             keep
         });
         for (name, new) in wanted {
-            match self.services.get_mut(name) {
-                None => {
-                    reload.added.push(name.to_owned());
-                    self.services.insert(name.to_owned(), ServiceState::new(new.clone()));
-                }
-                Some(old) if old.config.needs_new_health(new) => {
+            let Some(old) = self.services.get_mut(name) else {
+                reload.added.push(name.to_owned());
+                self.services.insert(name.to_owned(), ServiceState::new(new.clone()));
+                continue;
+            };
+            match old.config.change_to(new) {
+                Change::None => {}
+                Change::Endpoint => {
                     reload.replaced.push(name.to_owned());
                     *old = ServiceState::new(new.clone());
                 }
-                Some(old) if old.config != *new => {
-                    reload.updated.push(name.to_owned());
+                change @ (Change::Checks | Change::Settings) => {
+                    let same = |i: usize| old.config.checks.get(i).is_some_and(|c| c.kind == new.checks[i].kind);
+                    let checks = new.checks.iter().enumerate().map(|(i, c)| (c.rise, c.fall, same(i)));
+                    old.health = old.health.carried(checks);
+                    if change == Change::Checks {
+                        reload.rechecked.push(name.to_owned());
+                        old.last = vec![None; new.checks.len()];
+                    } else {
+                        reload.updated.push(name.to_owned());
+                    }
                     old.config = new.clone();
                 }
-                Some(_) => {}
             }
         }
         reload
@@ -166,12 +183,18 @@ impl State {
             .values()
             .filter(|s| s.wants_registration())
             .map(|s| {
+                let data = s.config.record(&self.instance_id).to_json();
+                let prefix = match s.config.path_encoding {
+                    PathEncoding::Base64 => encoded_child_prefix(&data),
+                    PathEncoding::None => None,
+                }
+                .unwrap_or_else(|| child_prefix(&self.instance_id));
                 let registration = Registration {
                     zk_path: s.config.zk_path.clone(),
-                    prefix: child_prefix(&self.instance_id),
+                    prefix,
                     host: s.config.host.clone(),
                     port: s.config.port,
-                    data: s.config.record(&self.instance_id).to_json(),
+                    data,
                 };
                 (s.config.name.clone(), registration)
             })
@@ -269,29 +292,53 @@ fall = 1
         run(&mut state, "web", true);
         let before = state.registrations();
 
+        // db: a new weight; web: a new path and a new check timeout and fall; cache: added.
         let text = CONFIG
             .replace("port = 5432", "port = 5432\nweight = 5")
             .replace("zk_path = \"/services/web\"", "zk_path = \"/services/web2\"")
+            .replacen("fall = 2", "fall = 3\ntimeout = \"250ms\"", 1)
             + "[[service]]\nname = \"cache\"\nhost = \"127.0.0.1\"\nport = 11211\nzk_path = \"/c\"\n[[service.checks]]\ntype = \"tcp\"\n";
         let reload = state.reload(&config(&text));
         assert_eq!(
             reload,
-            Reload {
-                added: vec!["cache".into()],
-                removed: vec![],
-                replaced: vec!["web".into()],
-                updated: vec!["db".into()]
-            }
+            Reload { added: vec!["cache".into()], updated: vec!["db".into(), "web".into()], ..Reload::default() }
         );
         let after = state.registrations();
-        // db kept its health, with the new weight in its record; web starts down again.
-        assert_eq!(after.keys().collect::<Vec<_>>(), ["db"]);
+        // Both kept their health: db with the new weight, web at its new path.
+        assert_eq!(after.keys().collect::<Vec<_>>(), ["db", "web"]);
         assert_eq!(after["db"].data, br#"{"host":"127.0.0.1","port":5432,"name":"host1","weight":5}"#);
         assert_ne!(before["db"].data, after["db"].data);
+        assert_eq!(after["web"].zk_path, "/services/web2");
 
         let reload = state.reload(&config(&text));
         assert!(reload.is_empty());
+        // Another port: web is another instance, learnt from scratch; an added check: db stays.
+        let text2 = text.replace("port = 8080", "port = 8081")
+            + "[[service]]\nname = \"x\"\nhost = \"127.0.0.1\"\nport = 1\nzk_path = \"/x\"\n[[service.checks]]\ntype = \"tcp\"\n";
+        let text2 = text2.replacen(
+            "rise = 1\nfall = 1",
+            "rise = 1\nfall = 1\n[[service.checks]]\ntype = \"tcp\"\nport = 5433",
+            1,
+        );
+        let reload = state.reload(&config(&text2));
+        assert_eq!(reload.replaced, ["web"]);
+        assert_eq!(reload.rechecked, ["db"]);
+        assert_eq!(state.registrations().keys().collect::<Vec<_>>(), ["db"]);
         let reload = state.reload(&config(CONFIG));
-        assert_eq!(reload.removed, ["cache"]);
+        assert_eq!(reload.removed, ["cache", "x"]);
+    }
+
+    #[test]
+    fn path_encoding_names_the_child_after_the_record() {
+        let text =
+            CONFIG.replacen("zk_path = \"/services/db\"", "zk_path = \"/services/db\"\npath_encoding = \"base64\"", 1);
+        let mut state = State::new(&config(&text));
+        run(&mut state, "db", true);
+        let db = &state.registrations()["db"];
+        let name = axon_core::record::sequential_name(&db.prefix, 1);
+        assert_eq!(
+            axon_core::record::ChildName::parse(&name).unwrap(),
+            axon_core::record::ChildName::Encoded { json: db.data.clone(), sequence: Some(1) }
+        );
     }
 }

@@ -157,6 +157,19 @@ impl Kazoo {
         self.ok(json!({"op": "delete", "path": path, "recursive": recursive}));
     }
 
+    /// Starts reading `path`'s children and their data every few milliseconds and at every
+    /// change, until [`Kazoo::observed`].
+    pub fn observe(&mut self, path: &str) {
+        self.call(json!({"op": "observe", "path": path})).expect("kazoo observe");
+    }
+
+    /// Stops observing; every distinct view of the children (name → data) seen, in order, with
+    /// when it was read (CLOCK_MONOTONIC nanoseconds).
+    pub fn observed(&mut self) -> Vec<(u64, BTreeMap<String, String>)> {
+        let views = self.call(json!({"op": "observed"})).expect("kazoo observed");
+        serde_json::from_value(views).expect("kazoo's views")
+    }
+
     pub fn session_id(&mut self) -> String {
         self.ok(json!({"op": "session"})).as_str().unwrap_or_default().to_owned()
     }

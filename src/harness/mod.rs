@@ -9,6 +9,7 @@ pub mod load;
 pub mod ports;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod registrar;
 pub mod sample;
 pub mod spoa;

@@ -14,6 +14,10 @@ process serves a whole test. Commands:
   {"op": "set_acl", "path": p, "acl": "read-only" | "open"} -> {"ok": null}
   {"op": "delete", "path": p, "recursive": bool} -> {"ok": null}
   {"op": "session"}                              -> {"ok": "0x..."}
+  {"op": "observe", "path": p}                   -> {"ok": null}  starts watching p: every
+      few milliseconds and at every change of its children, the data of every child is read
+  {"op": "observed"}                             -> {"ok": [[t_ns, {child: text}], ...]}
+      stops watching; each distinct view in order (t_ns as in "timed"), a missing path as {}
   "create" and "delete" with "timed": true answer {"ok": {"path": p, "acked_ns": t}}: t is
   CLOCK_MONOTONIC (as Rust's Instant reads it) in nanoseconds, taken as ZooKeeper's answer
   reached this client, so a caller can time from that moment on the same clock
@@ -23,6 +27,7 @@ Errors answer {"error": "..."}.
 import json
 import logging
 import sys
+import threading
 import time
 
 from kazoo.client import KazooClient
@@ -55,8 +60,60 @@ def main():
     client.stop()
 
 
+class Observer:
+    """Reads a path's children and their data over and over, and at every change of the
+    children (a watch), keeping each distinct view with the time it was read."""
+
+    def __init__(self, client, path):
+        self.client, self.path = client, path
+        self.views = []
+        self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def read(self):
+        try:
+            children = self.client.get_children(self.path, watch=lambda _event: self.wake.set())
+        except NoNodeError:
+            return {}
+        view = {}
+        for child in children:
+            try:
+                data, _ = self.client.get(f"{self.path}/{child}")
+            except NoNodeError:
+                continue
+            view[child] = data.decode("utf-8", "replace")
+        return view
+
+    def run(self):
+        while not self.stop.is_set():
+            try:
+                view = self.read()
+            except Exception:  # a moment without ZooKeeper: try again
+                view = None
+            now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+            if view is not None and (not self.views or self.views[-1][1] != view):
+                self.views.append([now, view])
+            self.wake.wait(0.002)
+            self.wake.clear()
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join()
+        return self.views
+
+
+OBSERVERS = {}
+
+
 def handle(client, cmd):
     op, path = cmd["op"], cmd.get("path")
+    if op == "observe":
+        OBSERVERS["current"] = Observer(client, path)
+        return None
+    if op == "observed":
+        return OBSERVERS.pop("current").finish()
     if op == "children":
         try:
             return sorted(client.get_children(path))

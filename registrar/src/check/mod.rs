@@ -1,5 +1,5 @@
-//! Running one check against a local service: `tcp`, `http` or `exec`, each bounded by the
-//! check's timeout. A result is a pass or a failure with a reason a person can act on.
+//! Running one check against a local service: `tcp`, `http`, `exec` or `redis`, each bounded
+//! by the check's timeout. A result is a pass or a failure with a reason a person can act on.
 //!
 //! Checks are the registrar's hot path (hundreds per second on a busy host), so they stay
 //! lean: a fresh connection per check closed with a reset (no TIME_WAIT pile-up, as HAProxy's
@@ -7,6 +7,7 @@
 
 mod exec;
 mod http;
+mod redis;
 mod tcp;
 mod tls;
 
@@ -59,6 +60,9 @@ impl Prober {
             CheckKind::Http(http) => bounded(timeout, http::check(&self.tls, http, &check.idle)).await,
             // Bounds itself, to kill the command's whole process group on timeout.
             CheckKind::Exec { command } => exec::check(command, timeout).await,
+            CheckKind::Redis { host, port, username, password } => {
+                bounded(timeout, redis::check(host, *port, username.as_deref(), password.as_ref())).await
+            }
         };
         let (passed, detail) = match result {
             Ok(detail) => (true, detail),
