@@ -1,7 +1,7 @@
 # Axon's entry points. `make sandbox` runs the local sandbox; `make test` runs every check CI runs.
 CARGO ?= cargo
 
-.PHONY: deps sandbox scenarios test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent bench-fleet bench-churn fuzz clean
+.PHONY: deps sandbox scenarios test deb deb-test lint bench bench-registrar bench-spoa bench-reload bench-codec bench-spoe-agent bench-fleet bench-churn fuzz clean
 
 deps:
 	.ci/install-deps
@@ -24,12 +24,28 @@ test: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
+	$(MAKE) deb-test
 	.ci/build-haproxy-3.0
 	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.0/haproxy AXON_HAPROXY_VERSION=3.0.11 $(CARGO) test $(HAPROXY_TESTS)
 	.ci/fetch-haproxy 3.2
 	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.2/haproxy AXON_HAPROXY_VERSION=3.2. $(CARGO) test $(HAPROXY_TESTS)
 	.ci/fetch-haproxy 3.4
 	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.4/haproxy AXON_HAPROXY_VERSION=3.4. $(CARGO) test $(HAPROXY_TESTS)
+
+# Debian packages of both daemons (release builds) in target/debian: binaries, hardened
+# systemd units, /etc/axon configurations, the HAProxy files, the `axon` user.
+deb: deps
+	$(CARGO) build --release -p axon-registrar -p axon-spoa --bins
+	$(CARGO) deb -p axon-registrar --no-build -o target/debian
+	$(CARGO) deb -p axon-spoa --no-build -o target/debian
+
+# The packages, built from the test build (fast), installed, run from their units' command
+# lines against a real ZooKeeper and HAProxy, and purged (this changes the machine: root only).
+deb-test:
+	rm -rf target/debian-test
+	$(CARGO) deb -p axon-registrar --no-build --profile dev -o target/debian-test
+	$(CARGO) deb -p axon-spoa --no-build --profile dev -o target/debian-test
+	AXON_DEBS=target/debian-test $(CARGO) test --test packages
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -25,9 +25,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axon::harness::kazoo::Kazoo;
-use axon::harness::wait;
-use axon::harness::zk::{self, Ensemble};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::wait;
+use axon_harness::zk::{self, Ensemble};
 use axon_spoa::Config;
 use axon_spoa::discovery::{Discovery, DiscoveryState, DiscoveryStatus};
 use axon_spoa::metrics::Metrics;

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::process;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::SpoaDir;
-use axon::harness::zk::Ensemble;
-use axon::harness::{bins, ports, wait};
+use axon_harness::haproxy::{self, Backend, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::process;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::SpoaDir;
+use axon_harness::zk::Ensemble;
+use axon_harness::{bins, ports, wait};
 
 const ROUNDS: usize = 8;
 const SECONDS: u64 = 8;

@@ -13,11 +13,11 @@
 
 use std::time::{Duration, Instant};
 
-use axon::harness::redis::Redis;
-use axon::harness::registrar::RegistrarDir;
-use axon::harness::sample::Sample;
-use axon::harness::wait;
-use axon::harness::zk::Ensemble;
+use axon_harness::redis::Redis;
+use axon_harness::registrar::RegistrarDir;
+use axon_harness::sample::Sample;
+use axon_harness::wait;
+use axon_harness::zk::Ensemble;
 
 const SERVICES: usize = 200;
 const WINDOW: Duration = Duration::from_secs(20);

@@ -25,12 +25,12 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::zk::Ensemble;
-use axon::harness::{bins, ports, wait};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::zk::Ensemble;
+use axon_harness::{bins, ports, wait};
 
 const SECONDS: u64 = 10;
 const ROUNDS: usize = 4;

@@ -21,12 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::kazoo::{Kazoo, monotonic_ns};
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::zk::Ensemble;
-use axon::harness::{ports, wait};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::kazoo::{Kazoo, monotonic_ns};
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::zk::Ensemble;
+use axon_harness::{ports, wait};
 
 fn main() {
     let zk = Ensemble::standalone();

@@ -36,14 +36,14 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::process::{self, Proc};
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::zk::Ensemble;
-use axon::harness::{bins, ports, wait};
-use axon_spoa::spop::codec::{self, FLAG_FIN, FrameType, Typed};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::process::{self, Proc};
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::zk::Ensemble;
+use axon_harness::{bins, ports, wait};
+use axon_spoa::spoe::codec::{self, FLAG_FIN, FrameType, Typed};
 use bytes::BytesMut;
 
 const CONNECTIONS: usize = 4;

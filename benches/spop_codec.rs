@@ -10,7 +10,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axon_spoa::spop::codec::{self, Action, FLAG_FIN, FrameType, Scope, Typed};
+use axon_spoa::spoe::codec::{self, Action, FLAG_FIN, FrameType, Scope, Typed};
 use bytes::BytesMut;
 use criterion::Criterion;
 

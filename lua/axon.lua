@@ -4,7 +4,7 @@
 -- flagged.
 --
 --   global
---       lua-load /etc/haproxy/axon.lua
+--       lua-load /usr/share/axon/axon.lua
 --       setenv AXON_SPOA_STATUS 127.0.0.1:9102    # axon-spoa's [status] listen address
 --   frontend axon-admin
 --       bind 127.0.0.1:8405

@@ -4,16 +4,16 @@
 
 use std::time::Duration;
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::hosts::HostsEntry;
-use axon::harness::kazoo::Kazoo;
-use axon::harness::ports;
-use axon::harness::process;
-use axon::harness::proxy::Proxy;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::wait::{self, SECOND};
-use axon::harness::zk::{self, Ensemble};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::hosts::HostsEntry;
+use axon_harness::kazoo::Kazoo;
+use axon_harness::ports;
+use axon_harness::process;
+use axon_harness::proxy::Proxy;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::wait::{self, SECOND};
+use axon_harness::zk::{self, Ensemble};
 
 struct Rig {
     haproxy: Haproxy,

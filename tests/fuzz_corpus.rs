@@ -4,7 +4,7 @@
 //! or emptied fails here). Each replay also counts how far the inputs got, so a decoder that
 //! rejected everything early would fail too.
 
-use axon::harness::bins;
+use axon_harness::bins;
 
 fn replay<T>(target: &str, run: impl Fn(&[u8]) -> T) -> Vec<T> {
     let dir = bins::workspace_root().join("fuzz/corpus").join(target);
@@ -29,7 +29,7 @@ fn spop_agent_corpus() {
 
 #[test]
 fn znode_record_corpus() {
-    let parsed = replay("znode_record", axon_core::record::fuzz);
+    let parsed = replay("znode_record", axon_record::fuzz);
     assert!(parsed.len() >= 1200, "{} inputs", parsed.len());
     let records = parsed.iter().filter(|p| **p).count();
     // Most of the corpus is the fuzzer's malformed input, kept for the error paths it reaches.

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use axon::harness::haproxy::HaproxyDir;
-use axon::harness::kazoo::Kazoo;
-use axon::harness::sample::Sample;
-use axon::harness::zk::{self, Ensemble};
-use axon::harness::{http, wait};
+use axon_harness::haproxy::HaproxyDir;
+use axon_harness::kazoo::Kazoo;
+use axon_harness::sample::Sample;
+use axon_harness::zk::{self, Ensemble};
+use axon_harness::{http, wait};
 
 #[test]
 fn standalone_zookeeper_serves_and_kazoo_reads_and_writes() {
@@ -51,7 +51,7 @@ fn ensemble_nodes_can_be_killed_paused_and_restarted() {
 fn haproxy_starts_and_answers_its_runtime_api() {
     let sample = Sample::start("web", "w1");
     let dir = HaproxyDir::new();
-    let frontend = axon::harness::ports::free_port();
+    let frontend = axon_harness::ports::free_port();
     let config = format!(
         "global\n  stats socket {} mode 600 level admin\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 5s\n  timeout server 5s\n\
          frontend fe\n  bind 127.0.0.1:{frontend}\n  default_backend be\nbackend be\n  server s1 127.0.0.1:{}\n",

@@ -4,12 +4,12 @@
 
 use std::net::SocketAddr;
 
-use axon::harness::haproxy::{self, Backend, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::SpoaDir;
-use axon::harness::wait::{self, SECOND};
-use axon::harness::{http, ports, zk};
+use axon_harness::haproxy::{self, Backend, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::SpoaDir;
+use axon_harness::wait::{self, SECOND};
+use axon_harness::{http, ports, zk};
 use serde_json::Value;
 
 #[test]

@@ -4,11 +4,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use axon::harness::kazoo::Kazoo;
-use axon::harness::registrar::{self, Registrar, RegistrarDir};
-use axon::harness::sample::Sample;
-use axon::harness::wait::{self, SECOND};
-use axon::harness::zk::{self, Ensemble};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::registrar::{self, Registrar, RegistrarDir};
+use axon_harness::sample::Sample;
+use axon_harness::wait::{self, SECOND};
+use axon_harness::zk::{self, Ensemble};
 
 /// A `[[service]]` table with its checks.
 fn service(name: &str, port: u16, zk_path: &str, interval: &str, extra: &str, checks: &[&str]) -> String {

@@ -7,12 +7,12 @@ use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use axon::harness::kazoo::Kazoo;
-use axon::harness::redis::Redis;
-use axon::harness::registrar::{Registrar, RegistrarDir};
-use axon::harness::sample::Sample;
-use axon::harness::wait::{self, SECOND};
-use axon::harness::zk;
+use axon_harness::kazoo::Kazoo;
+use axon_harness::redis::Redis;
+use axon_harness::registrar::{Registrar, RegistrarDir};
+use axon_harness::sample::Sample;
+use axon_harness::wait::{self, SECOND};
+use axon_harness::zk;
 
 /// A `[[service]]` registered under `<base>/<name>`, on `port`, with one redis check (`extra`
 /// adds its fields) run every 150 ms, up and down on a single result.

@@ -1,4 +1,4 @@
-//! The crash experiment (src/scenario.rs) as a test: the sandbox under continuous load through
+//! The crash experiment (harness/src/scenario.rs) as a test: the sandbox under continuous load through
 //! HAProxy, every scenario injected and restored in turn, and what must hold checked for each
 //! (see `Outcome::violations`): zero failed requests through ZooKeeper failures, axon-spoa's
 //! crash, graceful drain and maintenance; only connection-level failures when HAProxy itself
@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use axon::harness::{process, wait};
-use axon::sandbox::Sandbox;
-use axon::scenario::{self, Scenario};
+use axon_harness::sandbox::Sandbox;
+use axon_harness::scenario::{self, Scenario};
+use axon_harness::{process, wait};
 
 #[test]
 fn crash_scenarios_under_load() {

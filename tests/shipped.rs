@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use axon::harness::{bins, haproxy};
+use axon_harness::{bins, haproxy};
 
 fn shipped(path: &str) -> std::path::PathBuf {
     bins::workspace_root().join(path)
@@ -79,7 +79,7 @@ fn check(binary: &str, file: &Path) -> (bool, String) {
 
 #[test]
 fn shipped_daemon_configurations_are_valid() {
-    let (ok, text) = check("axon-spoa", &shipped("haproxy/example.toml"));
+    let (ok, text) = check("axon-spoa", &shipped("spoa/example.toml"));
     assert!(ok && text.contains("ok (2 services)"), "{text}");
     // It says which hosts HAProxy routes by itself.
     assert!(text.contains("host map: web.example → web/web"), "{text}");
@@ -90,7 +90,7 @@ fn shipped_daemon_configurations_are_valid() {
 #[test]
 fn axon_spoa_check_names_file_field_and_value() {
     let dir = tempfile::tempdir().unwrap();
-    let good = std::fs::read_to_string(shipped("haproxy/example.toml")).unwrap();
+    let good = std::fs::read_to_string(shipped("spoa/example.toml")).unwrap();
     let cases = [
         ("socket = \"/run/haproxy/axon.sock\"", "socket = \"tcp:localhost\"", "`haproxy.socket` = \"tcp:localhost\""),
         (

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::load::Load;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::wait::{self, SECOND};
-use axon::harness::zk::{self, Ensemble};
-use axon::harness::{http, ports, process};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::load::Load;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::wait::{self, SECOND};
+use axon_harness::zk::{self, Ensemble};
+use axon_harness::{http, ports, process};
 
 /// HAProxy from the shipped snippet, axon-spoa, and kazoo, around one ZooKeeper.
 struct Rig {
@@ -629,7 +629,7 @@ fn a_second_axon_spoa_for_the_same_haproxy_is_refused() {
     let path = zk::unique_path("second");
     let rig = rig(zk, &[Backend { name: "web", prefix: "web", slots: 2 }], &service("web", &path, ""));
     let config = rig.spoa.dir().join("spoa.toml");
-    let output = std::process::Command::new(axon::harness::bins::axon("axon-spoa"))
+    let output = std::process::Command::new(axon_harness::bins::axon("axon-spoa"))
         .arg(&config)
         .output()
         .expect("running a second axon-spoa");

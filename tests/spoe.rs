@@ -8,14 +8,14 @@ use std::io::{Read as _, Write as _};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use axon::harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
-use axon::harness::kazoo::Kazoo;
-use axon::harness::proxy::Proxy;
-use axon::harness::sample::Sample;
-use axon::harness::spoa::{Spoa, SpoaDir};
-use axon::harness::wait::{self, SECOND};
-use axon::harness::{bins, http, ports, zk};
-use axon_spoa::spop::codec::{self, FLAG_FIN, FrameType, Typed};
+use axon_harness::haproxy::{self, Backend, Haproxy, HaproxyDir};
+use axon_harness::kazoo::Kazoo;
+use axon_harness::proxy::Proxy;
+use axon_harness::sample::Sample;
+use axon_harness::spoa::{Spoa, SpoaDir};
+use axon_harness::wait::{self, SECOND};
+use axon_harness::{bins, http, ports, zk};
+use axon_spoa::spoe::codec::{self, FLAG_FIN, FrameType, Typed};
 use bytes::BytesMut;
 
 struct Rig {

@@ -99,6 +99,20 @@ impl<'a> Checker<'a> {
         Ok(value)
     }
 
+    /// [`Checker::duration`] of an optional field: `default` when it is absent.
+    pub fn duration_or(
+        &self,
+        field: &str,
+        text: Option<&str>,
+        range: std::ops::RangeInclusive<Duration>,
+        default: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match text {
+            Some(text) => self.duration(field, text, *range.start(), *range.end()),
+            None => Ok(default),
+        }
+    }
+
     /// Checks that a number lies in `[min, max]`.
     pub fn range<T: PartialOrd + Display + Copy>(
         &self,
@@ -131,6 +145,70 @@ impl<'a> Checker<'a> {
 /// A value shown in an error, quoted as TOML would write it.
 pub fn quoted(text: &str) -> String {
     format!("{text:?}")
+}
+
+/// A password: cloned and compared like a string, never shown: not by `Debug` (from the raw
+/// configuration on), not in the error for a value of the wrong type.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    /// The password itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
+        deserializer.deserialize_str(SecretVisitor)
+    }
+}
+
+/// Takes a string; names the type of anything else without repeating its value (serde's own
+/// errors would: "invalid type: integer `123456`").
+struct SecretVisitor;
+
+impl serde::de::Visitor<'_> for SecretVisitor {
+    type Value = Secret;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Secret, E> {
+        Ok(Secret(text.to_owned()))
+    }
+
+    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Secret, E> {
+        Ok(Secret(text))
+    }
+
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("boolean"), &self))
+    }
+
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
+    }
+
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
+    }
+
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+        Err(E::invalid_type(serde::de::Unexpected::Other("float"), &self))
+    }
 }
 
 #[cfg(test)]

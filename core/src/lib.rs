@@ -1,9 +1,10 @@
-//! What both Axon daemons share: the znode record (their contract), ZooKeeper settings and
-//! sessions, backoff, configuration errors, and the status endpoint.
+//! What both Axon daemons share besides the znode record (`axon-record`): ZooKeeper settings
+//! and sessions, backoff, configuration errors, the status endpoint, and reading SmartStack's
+//! configurations for their import commands.
 
 pub mod backoff;
 pub mod config;
-pub mod record;
+pub mod import;
 pub mod runtime;
 pub mod status;
 pub mod zk;

@@ -56,7 +56,8 @@ fn metrics_text(registry: &Registry) -> impl IntoResponse + use<> {
     if let Err(err) = prometheus_client::encoding::text::encode(&mut body, registry) {
         tracing::warn!(%err, "encoding metrics");
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body)
+    // prometheus-client writes OpenMetrics text (counters named `_total`, `# EOF`).
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
 }
 
 /// Listens on `addr` and serves `router` in a task of its own until `shutdown` is cancelled.

@@ -36,7 +36,7 @@ pub struct RawZookeeper {
 #[serde(deny_unknown_fields)]
 pub struct RawDigest {
     pub user: String,
-    pub password: String,
+    pub password: crate::config::Secret,
 }
 
 /// Validated ZooKeeper settings.
@@ -56,7 +56,7 @@ pub struct ZkSettings {
 #[derive(Clone, PartialEq, Eq)]
 pub struct Digest {
     pub user: String,
-    pub password: String,
+    pub password: crate::config::Secret,
 }
 
 impl std::fmt::Debug for Digest {
@@ -101,15 +101,12 @@ impl RawZookeeper {
             (None, None) => None,
         }
         .filter(|c| c != "/");
-        let session_timeout = match &self.session_timeout {
-            Some(t) => check.duration(
-                &format!("{field}.session_timeout"),
-                t,
-                Duration::from_secs(1),
-                Duration::from_secs(600),
-            )?,
-            None => DEFAULT_SESSION_TIMEOUT,
-        };
+        let session_timeout = check.duration_or(
+            &format!("{field}.session_timeout"),
+            self.session_timeout.as_deref(),
+            Duration::from_secs(1)..=Duration::from_secs(600),
+            DEFAULT_SESSION_TIMEOUT,
+        )?;
         let connection_timeout = match &self.connection_timeout {
             Some(t) => Some(check.duration(
                 &format!("{field}.connection_timeout"),
@@ -119,15 +116,12 @@ impl RawZookeeper {
             )?),
             None => None,
         };
-        let reconnect_backoff_max = match &self.reconnect_backoff_max {
-            Some(t) => check.duration(
-                &format!("{field}.reconnect_backoff_max"),
-                t,
-                Duration::from_millis(100),
-                Duration::from_secs(300),
-            )?,
-            None => DEFAULT_RECONNECT_BACKOFF_MAX,
-        };
+        let reconnect_backoff_max = check.duration_or(
+            &format!("{field}.reconnect_backoff_max"),
+            self.reconnect_backoff_max.as_deref(),
+            Duration::from_millis(100)..=Duration::from_secs(300),
+            DEFAULT_RECONNECT_BACKOFF_MAX,
+        )?;
         let digest = match &self.digest {
             Some(d) if d.user.is_empty() || d.user.contains(':') => {
                 return Err(check.invalid(
@@ -182,7 +176,8 @@ impl ZkSettings {
             connector = connector.with_connection_timeout(timeout);
         }
         if let Some(digest) = &self.digest {
-            connector = connector.with_auth("digest", format!("{}:{}", digest.user, digest.password).as_bytes());
+            connector =
+                connector.with_auth("digest", format!("{}:{}", digest.user, digest.password.expose()).as_bytes());
         }
         let client = connector.connect(&self.hosts).await?;
         let Some(chroot) = &self.chroot else { return Ok(client) };

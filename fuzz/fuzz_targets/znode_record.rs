@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    axon_core::record::fuzz(data);
+    axon_record::fuzz(data);
 });

@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axon_core::config::{Checker, ConfigError, load_toml, parse_toml, quoted};
-use axon_core::record::{ENCODED_PREFIX, Record};
 use axon_core::status::RawStatus;
 use axon_core::zk::{RawZookeeper, ZkSettings};
+use axon_record::ENCODED_PREFIX;
+
+use axon_core::config::Secret;
+
+use crate::service::{CheckConfig, CheckKind, HttpCheck, PathEncoding, ServiceConfig};
 use serde::Deserialize;
 
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
@@ -40,211 +44,6 @@ pub struct Config {
     /// How long a stop may spend deleting znodes before it gives up and exits.
     pub shutdown_grace: Duration,
     pub services: Vec<ServiceConfig>,
-}
-
-/// One service on this host.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceConfig {
-    pub name: String,
-    /// The address proxies connect to, and that checks target unless they name their own.
-    pub host: String,
-    pub port: u16,
-    /// The ZooKeeper path under which this instance's znode is created.
-    pub zk_path: String,
-    pub weight: Option<u32>,
-    pub labels: Option<BTreeMap<String, String>>,
-    /// Written into the record for Nerve compatibility; Axon's proxy side never applies it.
-    pub haproxy_server_options: Option<String>,
-    pub check_interval: Duration,
-    pub checks: Vec<CheckConfig>,
-    /// A file whose existence takes this service out of rotation.
-    pub maintenance_file: Option<PathBuf>,
-    /// Nerve's `use_path_encoding`: the record also goes into the child's name, so readers
-    /// need no data read (a record change then replaces the znode, make before break).
-    pub path_encoding: PathEncoding,
-}
-
-/// How a service's child znode is named.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PathEncoding {
-    /// `<instance_id>_<sequence>`.
-    #[default]
-    None,
-    /// `base64_<len>_<urlsafe-base64(record)>_<sequence>`, as Nerve's `use_path_encoding`.
-    Base64,
-}
-
-impl ServiceConfig {
-    /// The record this service publishes for `instance_id`.
-    pub fn record(&self, instance_id: &str) -> Record {
-        Record {
-            host: self.host.clone(),
-            port: self.port,
-            name: instance_id.to_owned(),
-            weight: self.weight,
-            haproxy_server_options: self.haproxy_server_options.clone(),
-            labels: self.labels.clone(),
-        }
-    }
-
-    /// What changing this service's configuration to `new` means for its health.
-    pub fn change_to(&self, new: &ServiceConfig) -> Change {
-        if self.host != new.host || self.port != new.port {
-            Change::Endpoint
-        } else if self.checks.len() != new.checks.len()
-            || self.checks.iter().zip(&new.checks).any(|(old, new)| old.kind != new.kind)
-        {
-            Change::Checks
-        } else if self != new {
-            Change::Settings
-        } else {
-            Change::None
-        }
-    }
-}
-
-/// What a reload changes of one service.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
-    None,
-    /// Only the record, the path, the timing or the thresholds: health is kept.
-    Settings,
-    /// What is checked changed (a check added, removed or altered): the new checks start
-    /// from the service's current health, so a healthy instance stays registered until a new
-    /// check has failed `fall` times.
-    Checks,
-    /// Another host or port: another instance, whose health is learnt from scratch.
-    Endpoint,
-}
-
-/// One check; all of a service's checks must be up for it to be registered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CheckConfig {
-    pub kind: CheckKind,
-    pub timeout: Duration,
-    /// Consecutive passes that bring a down check up.
-    pub rise: NonZeroU32,
-    /// Consecutive failures that bring an up check down.
-    pub fall: NonZeroU32,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CheckKind {
-    Tcp { host: String, port: u16 },
-    Http(HttpCheck),
-    Exec { command: String },
-    Redis { host: String, port: u16, username: Option<String>, password: Option<Secret> },
-}
-
-/// A password: cloned and compared like a string, never shown: not by `Debug` (from the raw
-/// configuration on), not in the error for a value of the wrong type.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(text: String) -> Secret {
-        Secret(text)
-    }
-
-    /// The password itself, for the one place that sends it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(redacted)")
-    }
-}
-
-impl<'de> Deserialize<'de> for Secret {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Secret, D::Error> {
-        deserializer.deserialize_str(SecretVisitor)
-    }
-}
-
-/// Takes a string; names the type of anything else without repeating its value (serde's own
-/// errors would: "invalid type: integer `123456`").
-struct SecretVisitor;
-
-impl serde::de::Visitor<'_> for SecretVisitor {
-    type Value = Secret;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("a string")
-    }
-
-    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Secret, E> {
-        Ok(Secret(text.to_owned()))
-    }
-
-    fn visit_string<E: serde::de::Error>(self, text: String) -> Result<Secret, E> {
-        Ok(Secret(text))
-    }
-
-    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("boolean"), &self))
-    }
-
-    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
-    }
-
-    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("integer"), &self))
-    }
-
-    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
-        Err(E::invalid_type(serde::de::Unexpected::Other("float"), &self))
-    }
-}
-
-impl CheckKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            CheckKind::Tcp { .. } => "tcp",
-            CheckKind::Http(_) => "http",
-            CheckKind::Exec { .. } => "exec",
-            CheckKind::Redis { .. } => "redis",
-        }
-    }
-
-    /// What the check targets, as shown to operators: an address, a URL or a command (never a
-    /// password).
-    pub fn target(&self) -> String {
-        match self {
-            CheckKind::Tcp { host, port } | CheckKind::Redis { host, port, .. } => format!("{host}:{port}"),
-            CheckKind::Http(http) => http.url(),
-            CheckKind::Exec { command } => command.clone(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpCheck {
-    pub host: String,
-    pub port: u16,
-    pub uri: String,
-    pub https: bool,
-    pub headers: Vec<(String, String)>,
-    pub status: RangeInclusive<u16>,
-    pub body_contains: Option<String>,
-    /// Reuse one connection across runs, renewed every [`KEEPALIVE_MAX_USES`] runs (the
-    /// default, as Envoy's `reuse_connection`); `false` opens one per run.
-    pub keepalive: bool,
-}
-
-/// How many runs one kept-alive check connection serves before a fresh one is opened, so
-/// that a listener that stopped accepting is still noticed.
-pub const KEEPALIVE_MAX_USES: u32 = 30;
-
-impl HttpCheck {
-    pub fn url(&self) -> String {
-        let scheme = if self.https { "https" } else { "http" };
-        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
-        format!("{scheme}://{host}:{}{}", self.port, self.uri)
-    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -344,10 +143,12 @@ impl RawConfig {
         }
         let zookeeper = self.zookeeper.validate(&check, "zookeeper")?;
         let status_listen = self.status.as_ref().map(|s| s.validate(&check)).transpose()?;
-        let shutdown_grace = match &self.shutdown_grace {
-            Some(t) => check.duration("shutdown_grace", t, Duration::from_millis(100), Duration::from_secs(60))?,
-            None => DEFAULT_SHUTDOWN_GRACE,
-        };
+        let shutdown_grace = check.duration_or(
+            "shutdown_grace",
+            self.shutdown_grace.as_deref(),
+            Duration::from_millis(100)..=Duration::from_secs(60),
+            DEFAULT_SHUTDOWN_GRACE,
+        )?;
         let mut services = Vec::with_capacity(self.service.len());
         let mut names = BTreeSet::new();
         let mut endpoints = BTreeSet::new();
@@ -381,7 +182,8 @@ impl RawConfig {
     }
 }
 
-fn valid_instance_id(id: &str) -> bool {
+/// An instance id Axon accepts (also what `import-nerve` checks before writing one).
+pub(crate) fn valid_instance_id(id: &str) -> bool {
     !id.is_empty()
         && id != "."
         && id != ".."
@@ -393,7 +195,7 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
 }
 
-fn valid_label_key(key: &str) -> bool {
+pub(crate) fn valid_label_key(key: &str) -> bool {
     !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/'))
 }
 
@@ -442,15 +244,12 @@ impl RawService {
                 return Err(check.invalid(format!("{at}.path_encoding"), quoted(other), "\"none\" or \"base64\""));
             }
         };
-        let check_interval = match &self.check_interval {
-            Some(t) => check.duration(
-                &format!("{at}.check_interval"),
-                t,
-                Duration::from_millis(100),
-                Duration::from_secs(3600),
-            )?,
-            None => DEFAULT_CHECK_INTERVAL,
-        };
+        let check_interval = check.duration_or(
+            &format!("{at}.check_interval"),
+            self.check_interval.as_deref(),
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            DEFAULT_CHECK_INTERVAL,
+        )?;
         if self.checks.is_empty() {
             return Err(check.invalid(format!("{at}.checks"), "[]", "at least one [[service.checks]] table"));
         }
@@ -485,10 +284,12 @@ impl RawCheck {
         service_port: u16,
         interval: Duration,
     ) -> Result<CheckConfig, ConfigError> {
-        let timeout = match &self.timeout {
-            Some(t) => check.duration(&format!("{at}.timeout"), t, Duration::from_millis(1), interval)?,
-            None => DEFAULT_CHECK_TIMEOUT.min(interval),
-        };
+        let timeout = check.duration_or(
+            &format!("{at}.timeout"),
+            self.timeout.as_deref(),
+            Duration::from_millis(1)..=interval,
+            DEFAULT_CHECK_TIMEOUT.min(interval),
+        )?;
         let count = |field: &str, value: Option<u32>, default: u32| -> Result<NonZeroU32, ConfigError> {
             let value = value.unwrap_or(default);
             let value = check.range(&format!("{at}.{field}"), value, 1, 1000)?;
@@ -657,6 +458,7 @@ fn parse_status_range(text: &str) -> Option<RangeInclusive<u16>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::Change;
 
     const MINIMAL: &str = r#"
 instance_id = "host1"
@@ -809,8 +611,8 @@ fall = 1"#,
         assert_eq!(a.change_to(&port), Change::Endpoint);
     }
 
-    /// Each bad configuration names the field and the bad value; these are the messages the
-    /// README promises.
+    /// Each bad configuration names the field and the bad value; these are the messages
+    /// docs/configuration.md shows.
     #[test]
     fn bad_configurations_name_field_and_value() {
         let cases: &[(&str, &str, &str)] = &[

@@ -69,7 +69,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
         publisher_stop.clone(),
     );
     let publisher = tokio::spawn(publisher.run());
-    // At most one run per service is in flight, so this never fills.
+    // One run per service is in flight, plus any a reload made stale (their results are
+    // dropped); a full channel only makes a run's task wait for this loop to read.
     let (results_tx, mut results_rx) = mpsc::channel::<RunResult>(daemon.config.services.len().max(16));
     info!(
         instance_id = %daemon.config.instance_id,
@@ -253,6 +254,9 @@ impl Daemon {
             config.zookeeper != self.config.zookeeper || config.instance_id != self.config.instance_id;
         if config.status_listen != self.config.status_listen {
             warn!("SIGHUP: a change of status.listen takes effect on restart");
+        }
+        if config.shutdown_grace != self.config.shutdown_grace {
+            warn!("SIGHUP: a change of shutdown_grace takes effect on restart");
         }
         info!(
             added = ?reload.added,

@@ -10,10 +10,12 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod health;
+pub mod import;
 pub mod maintenance;
 pub mod metrics;
 pub mod publish;
 pub mod schedule;
+pub mod service;
 pub mod state;
 
 pub use config::Config;

@@ -1,10 +1,12 @@
 //! The `axon-registrar` binary: command line, configuration, logging; everything else is in
 //! the library.
 
-use std::path::PathBuf;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use axon_registrar::import::{self, ServiceDir};
 use axon_registrar::{Config, maintenance};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +36,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Convert Nerve's JSON configuration into an axon-registrar configuration; what does not
+    /// carry over is printed on stderr.
+    ImportNerve {
+        /// Nerve's configuration file (JSON).
+        nerve: PathBuf,
+        /// Write the configuration here instead of to stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -48,6 +59,10 @@ fn main() -> ExitCode {
 
 fn real_main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    if let Some(Command::ImportNerve { nerve, output }) = cli.command {
+        import_nerve(&nerve, output.as_deref())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     if let Some(Command::Maintenance { action, service, config }) = cli.command {
         let config = Config::load(&config)?;
         let interval = config.service(&service).map(|s| s.check_interval);
@@ -84,4 +99,18 @@ fn real_main() -> anyhow::Result<ExitCode> {
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn import_nerve(nerve: &Path, output: Option<&Path>) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(nerve).with_context(|| format!("{}: cannot read", nerve.display()))?;
+    let dir = import::service_conf_dir(&text)
+        .map_or(ServiceDir::NotRead, |dir| axon_core::import::read_conf_dir(Path::new(&dir)));
+    let imported = import::import(&nerve.display().to_string(), &text, &dir)?;
+    for warning in &imported.warnings {
+        eprintln!("warning: {warning}");
+    }
+    match output {
+        Some(file) => std::fs::write(file, &imported.toml).with_context(|| format!("{}: cannot write", file.display())),
+        None => std::io::stdout().write_all(imported.toml.as_bytes()).context("writing to stdout"),
+    }
 }

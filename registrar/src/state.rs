@@ -10,12 +10,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use axon_core::record::{child_prefix, encoded_child_prefix};
+use axon_record::{child_prefix, encoded_child_prefix};
 use serde::Serialize;
 
 use crate::check::Outcome;
-use crate::config::{Change, Config, PathEncoding, ServiceConfig};
+use crate::config::Config;
 use crate::health::{CheckState, ServiceHealth};
+use crate::service::{Change, PathEncoding, ServiceConfig};
 
 /// A znode the registrar wants to exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -335,10 +336,10 @@ fall = 1
         let mut state = State::new(&config(&text));
         run(&mut state, "db", true);
         let db = &state.registrations()["db"];
-        let name = axon_core::record::sequential_name(&db.prefix, 1);
+        let name = axon_record::sequential_name(&db.prefix, 1);
         assert_eq!(
-            axon_core::record::ChildName::parse(&name).unwrap(),
-            axon_core::record::ChildName::Encoded { json: db.data.clone(), sequence: Some(1) }
+            axon_record::ChildName::parse(&name).unwrap(),
+            axon_record::ChildName::Encoded { json: db.data.clone(), sequence: Some(1) }
         );
     }
 }

@@ -13,7 +13,9 @@ use axon_core::status::RawStatus;
 use axon_core::zk::{RawZookeeper, ZkSettings};
 use serde::Deserialize;
 
-use crate::model::Endpoint;
+use crate::haproxy::RuntimeAddress;
+use crate::model::{Endpoint, LabelFilter, OnEmpty, ServiceConfig};
+use crate::spoe::route::RouteConfig;
 
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 pub const DEFAULT_RESYNC_INTERVAL: Duration = Duration::from_secs(10);
@@ -92,15 +94,6 @@ pub struct RoutingConfig {
     pub routes: Vec<RouteConfig>,
 }
 
-/// One entry of the route table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteConfig {
-    /// `None` for any host (`"*"`).
-    pub host: Option<String>,
-    pub path_prefix: String,
-    pub service: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HaproxyConfig {
     pub socket: RuntimeAddress,
@@ -116,66 +109,6 @@ pub struct HaproxyConfig {
     pub resync_interval: Duration,
     /// How often HAProxy's pid is read to notice a reload or restart.
     pub reload_check_interval: Duration,
-}
-
-/// Where HAProxy's runtime API listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RuntimeAddress {
-    Unix(PathBuf),
-    Tcp(SocketAddr),
-}
-
-impl std::fmt::Display for RuntimeAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RuntimeAddress::Unix(path) => write!(f, "unix:{}", path.display()),
-            RuntimeAddress::Tcp(addr) => write!(f, "tcp:{addr}"),
-        }
-    }
-}
-
-/// What to do when a service's path has no instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum OnEmpty {
-    /// Keep the last instances discovered (Synapse's `use_previous_backends`).
-    Keep,
-    /// Take every instance out.
-    Empty,
-}
-
-/// A label condition an instance must meet to be used (Synapse's `label_filters`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LabelFilter {
-    pub label: String,
-    pub value: String,
-    pub equals: bool,
-}
-
-impl LabelFilter {
-    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
-        (labels.get(&self.label) == Some(&self.value)) == self.equals
-    }
-}
-
-/// One service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ServiceConfig {
-    pub name: String,
-    pub zk_path: String,
-    /// The HAProxy backend holding its slots; none for a service only routed through SPOE.
-    pub backend: Option<String>,
-    /// Slots are `<slot_prefix>1 … <slot_prefix>N` (the `server-template` prefix).
-    pub slot_prefix: String,
-    pub label_filters: Vec<LabelFilter>,
-    pub default_servers: Vec<Endpoint>,
-    /// Use the default servers alongside discovered instances, not only instead of them.
-    pub keep_default_servers: bool,
-    pub on_empty: OnEmpty,
-    /// How long a removed instance drains before its slot goes to maintenance.
-    pub drain: Duration,
-    /// Options for `add server` when the backend outgrows its slots.
-    pub server_options: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -227,16 +160,18 @@ impl RawDiscovery {
             Some(n) => check.range("discovery.max_reads_in_flight", n, 1, 10_000)?,
             None => defaults.max_reads_in_flight,
         };
-        let reread_jitter = match &self.reread_jitter {
-            Some(t) => check.duration("discovery.reread_jitter", t, Duration::ZERO, Duration::from_secs(600))?,
-            None => defaults.reread_jitter,
-        };
-        let cache_max_age = match &self.cache_max_age {
-            Some(t) => {
-                check.duration("discovery.cache_max_age", t, Duration::ZERO, Duration::from_secs(30 * 86_400))?
-            }
-            None => defaults.cache_max_age,
-        };
+        let reread_jitter = check.duration_or(
+            "discovery.reread_jitter",
+            self.reread_jitter.as_deref(),
+            Duration::ZERO..=Duration::from_secs(600),
+            defaults.reread_jitter,
+        )?;
+        let cache_max_age = check.duration_or(
+            "discovery.cache_max_age",
+            self.cache_max_age.as_deref(),
+            Duration::ZERO..=Duration::from_secs(30 * 86_400),
+            defaults.cache_max_age,
+        )?;
         Ok(DiscoveryConfig { persistent_watches, max_reads_in_flight, reread_jitter, cache_max_age })
     }
 }
@@ -428,13 +363,15 @@ impl RawSpoe {
             None => DEFAULT_SPOE_MAX_CONNECTIONS,
         };
         let max_frame_size = match self.max_frame_size {
-            Some(n) => check.range("spoe.max_frame_size", n, crate::spop::codec::MIN_FRAME_SIZE, 1024 * 1024)?,
+            Some(n) => check.range("spoe.max_frame_size", n, crate::spoe::codec::MIN_FRAME_SIZE, 1024 * 1024)?,
             None => DEFAULT_SPOE_MAX_FRAME_SIZE,
         };
-        let idle_timeout = match &self.idle_timeout {
-            Some(t) => check.duration("spoe.idle_timeout", t, Duration::from_millis(100), Duration::from_secs(3600))?,
-            None => DEFAULT_SPOE_IDLE_TIMEOUT,
-        };
+        let idle_timeout = check.duration_or(
+            "spoe.idle_timeout",
+            self.idle_timeout.as_deref(),
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            DEFAULT_SPOE_IDLE_TIMEOUT,
+        )?;
         Ok(SpoeConfig { listen, max_connections, max_frame_size, idle_timeout })
     }
 }
@@ -505,21 +442,18 @@ impl RawHaproxy {
             }
             RuntimeAddress::Unix(PathBuf::from(path))
         };
-        let resync_interval = match &self.resync_interval {
-            Some(t) => {
-                check.duration("haproxy.resync_interval", t, Duration::from_millis(100), Duration::from_secs(3600))?
-            }
-            None => DEFAULT_RESYNC_INTERVAL,
-        };
-        let reload_check_interval = match &self.reload_check_interval {
-            Some(t) => check.duration(
-                "haproxy.reload_check_interval",
-                t,
-                Duration::from_millis(10),
-                Duration::from_secs(60),
-            )?,
-            None => DEFAULT_RELOAD_CHECK_INTERVAL,
-        };
+        let resync_interval = check.duration_or(
+            "haproxy.resync_interval",
+            self.resync_interval.as_deref(),
+            Duration::from_millis(100)..=Duration::from_secs(3600),
+            DEFAULT_RESYNC_INTERVAL,
+        )?;
+        let reload_check_interval = check.duration_or(
+            "haproxy.reload_check_interval",
+            self.reload_check_interval.as_deref(),
+            Duration::from_millis(10)..=Duration::from_secs(60),
+            DEFAULT_RELOAD_CHECK_INTERVAL,
+        )?;
         let host_map = match &self.host_map {
             // The runtime API names a map by its file, on a command line split at spaces.
             Some(path)
@@ -602,10 +536,12 @@ impl RawService {
             Some("empty") => OnEmpty::Empty,
             Some(other) => return Err(check.invalid(format!("{at}.on_empty"), quoted(other), "\"keep\" or \"empty\"")),
         };
-        let drain = match &self.drain {
-            Some(t) => check.duration(&format!("{at}.drain"), t, Duration::ZERO, Duration::from_secs(3600))?,
-            None => DEFAULT_DRAIN,
-        };
+        let drain = check.duration_or(
+            &format!("{at}.drain"),
+            self.drain.as_deref(),
+            Duration::ZERO..=Duration::from_secs(3600),
+            DEFAULT_DRAIN,
+        )?;
         let server_options = self.server_options.unwrap_or_else(|| DEFAULT_SERVER_OPTIONS.to_owned());
         if server_options.contains([';', '\n', '\r', '\\']) {
             return Err(check.invalid(

@@ -21,7 +21,7 @@ pub enum StartError {
     #[error(transparent)]
     Status(#[from] axon_core::status::BindError),
     #[error(transparent)]
-    Spoe(#[from] crate::spop::server::BindError),
+    Spoe(#[from] crate::spoe::server::BindError),
     #[error("another axon-spoa drives this HAProxy (it holds {path}{holder}): one HAProxy, one axon-spoa")]
     Locked { path: String, holder: String },
     #[error("cannot lock {path}: {source}")]
@@ -97,13 +97,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Star
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(spoe) = config.spoe.clone() {
-        let listener = crate::spop::server::bind(&spoe)?;
-        let routes = crate::route::Routes::new(&config);
-        let handler = Arc::new(crate::spop::handler::RouteHandler::new(routes, snapshot_rx.clone(), metrics.clone()));
+        let listener = crate::spoe::server::bind(&spoe)?;
+        let routes = crate::spoe::route::Routes::new(&config);
+        let handler = Arc::new(crate::spoe::handler::RouteHandler::new(routes, snapshot_rx.clone(), metrics.clone()));
         let (metrics, shutdown) = (metrics.clone(), shutdown.clone());
         tasks.spawn_blocking(move || {
             if let Err(err) =
-                crate::spop::server::run_on_this_thread(listener, spoe, handler, metrics, shutdown.clone())
+                crate::spoe::server::run_on_this_thread(listener, spoe, handler, metrics, shutdown.clone())
             {
                 // Not half a daemon: without its agent, axon-spoa stops.
                 error!(%err, "the SPOE agent could not run; stopping");

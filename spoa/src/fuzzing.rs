@@ -11,10 +11,10 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{Endpoint, Instance, ServiceView, Snapshot, Source};
-use crate::route::Routes;
-use crate::spop::agent::{Agent, Next};
-use crate::spop::codec::decode_frame;
-use crate::spop::handler::RouteHandler;
+use crate::spoe::agent::{Agent, Next};
+use crate::spoe::codec::decode_frame;
+use crate::spoe::handler::RouteHandler;
+use crate::spoe::route::Routes;
 
 const CONFIG: &str = r#"
 [zookeeper]
@@ -96,7 +96,7 @@ pub fn agent_stream(data: &[u8]) -> Reached {
     while !written.is_empty() {
         match decode_frame(written, u32::MAX) {
             Ok(Some((frame, used))) => {
-                reached.acks += usize::from(frame.kind == crate::spop::codec::FrameType::Ack);
+                reached.acks += usize::from(frame.kind == crate::spoe::codec::FrameType::Ack);
                 written = &written[used..];
             }
             other => panic!("the agent wrote something that is not a frame: {other:?}"),

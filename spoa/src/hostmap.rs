@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 use crate::config::Config;
 use crate::haproxy::command::Command;
 use crate::model::Snapshot;
-use crate::route::{HostRoute, Routes};
+use crate::spoe::route::{HostRoute, Routes};
 
 /// Host → `<service>/<backend>`.
 pub type Entries = BTreeMap<String, String>;

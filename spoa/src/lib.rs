@@ -3,7 +3,8 @@
 //!
 //! Data flows one way: [`discovery`] watches ZooKeeper and publishes a [`model::Snapshot`];
 //! [`sync`] diffs it against HAProxy's `show servers state` ([`haproxy`]) into runtime
-//! commands, applies them, and repairs whatever drifts. [`daemon`] wires the tasks.
+//! commands, applies them, and repairs whatever drifts. [`spoe`] is the agent HAProxy asks per
+//! request, for what HAProxy cannot decide by itself. [`daemon`] wires the tasks.
 
 pub mod config;
 pub mod daemon;
@@ -11,10 +12,10 @@ pub mod discovery;
 pub mod fuzzing;
 pub mod haproxy;
 pub mod hostmap;
+pub mod import;
 pub mod metrics;
 pub mod model;
-pub mod route;
-pub mod spop;
+pub mod spoe;
 pub mod sync;
 
 pub use config::Config;

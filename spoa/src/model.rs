@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 
@@ -122,4 +122,48 @@ mod tests {
         assert_eq!(v4.to_string(), "10.0.0.5:80");
         assert_eq!(v6.to_string(), "[::1]:8080");
     }
+}
+
+/// What to do when a service's path has no instance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnEmpty {
+    /// Keep the last instances discovered (Synapse's `use_previous_backends`).
+    Keep,
+    /// Take every instance out.
+    Empty,
+}
+
+/// A label condition an instance must meet to be used (Synapse's `label_filters`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabelFilter {
+    pub label: String,
+    pub value: String,
+    pub equals: bool,
+}
+
+impl LabelFilter {
+    pub fn matches(&self, labels: &std::collections::BTreeMap<String, String>) -> bool {
+        (labels.get(&self.label) == Some(&self.value)) == self.equals
+    }
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    pub name: String,
+    pub zk_path: String,
+    /// The HAProxy backend holding its slots; none for a service only routed through SPOE.
+    pub backend: Option<String>,
+    /// Slots are `<slot_prefix>1 … <slot_prefix>N` (the `server-template` prefix).
+    pub slot_prefix: String,
+    pub label_filters: Vec<LabelFilter>,
+    pub default_servers: Vec<Endpoint>,
+    /// Use the default servers alongside discovered instances, not only instead of them.
+    pub keep_default_servers: bool,
+    pub on_empty: OnEmpty,
+    /// How long a removed instance drains before its slot goes to maintenance.
+    pub drain: Duration,
+    /// Options for `add server` when the backend outgrows its slots.
+    pub server_options: String,
 }

@@ -1,9 +1,9 @@
 //! `http`: a GET answered with an accepted status and, optionally, a body containing a string.
 //!
-//! By default a fresh connection per check (a pooled one could hide a listener that stopped
-//! accepting) with `Connection: close`; with `keepalive`, one connection is reused across runs
-//! and renewed every [`KEEPALIVE_MAX_USES`] runs, and a kept connection the server closed
-//! meanwhile is replaced by a fresh one within the same run. Redirects are not followed (3xx
+//! By default (`keepalive`) one connection is reused across runs and renewed every
+//! [`KEEPALIVE_MAX_USES`] runs, so that a listener that stopped accepting is still noticed, and
+//! a kept connection the server closed meanwhile is replaced by a fresh one within the same
+//! run; `keepalive = false` opens a fresh connection per check with `Connection: close`. Redirects are not followed (3xx
 //! is an answer). The response head is parsed with httparse; the body is read when a string is
 //! expected in it or the connection is to be reused, at most 64 KiB of it, following its
 //! framing (Content-Length, chunked, or until close).
@@ -19,7 +19,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{HttpCheck, KEEPALIVE_MAX_USES};
+use crate::service::{HttpCheck, KEEPALIVE_MAX_USES};
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
@@ -77,7 +77,9 @@ async fn open(tls: &Arc<rustls::ClientConfig>, http: &HttpCheck) -> Result<Conn,
 fn request(http: &HttpCheck) -> Vec<u8> {
     let mut head = format!("GET {} HTTP/1.1\r\n", http.uri);
     if !http.headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
-        head.push_str(&format!("Host: {}:{}\r\n", http.host, http.port));
+        // An IPv6 literal in brackets, as in a URL.
+        let host = if http.host.contains(':') { format!("[{}]", http.host) } else { http.host.clone() };
+        head.push_str(&format!("Host: {host}:{}\r\n", http.port));
     }
     head.push_str(concat!("User-Agent: axon-registrar/", env!("CARGO_PKG_VERSION"), "\r\n"));
     head.push_str(if http.keepalive {

@@ -15,7 +15,7 @@ use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::config::{CheckConfig, CheckKind};
+use crate::service::{CheckConfig, CheckKind};
 
 /// The result of one check run.
 #[derive(Debug, Clone, PartialEq, Eq)]

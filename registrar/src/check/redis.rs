@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use crate::config::Secret;
+use axon_core::config::Secret;
 
 /// The longest reply line accepted, CRLF excluded. Real answers to these commands are short;
 /// anything longer is another protocol talking.

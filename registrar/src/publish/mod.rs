@@ -9,9 +9,11 @@
 //!   nothing spins), then those whose outcome was unknown go again at once.
 //! - The session over (expired, closed): a new one is opened with backoff, and the plan starts
 //!   every place in doubt.
-//! - New ZooKeeper settings (SIGHUP): the new session is opened and its znodes created before
-//!   the old session is closed (make before break); the old one is closed anyway after the new
-//!   session timeout, so it never outlives its use.
+//! - New ZooKeeper settings (SIGHUP): the new session is opened while the current one goes on
+//!   serving (a service that goes down meanwhile is deregistered there; a second change starts
+//!   the opening over with the latest settings). Once it opens it takes over, creates its
+//!   znodes, and the sessions it replaced are closed when it has every znode (make before
+//!   break), or at the latest after its session timeout.
 //! - Stop: every znode is deleted (within the grace period), then the session is closed.
 //!
 //! Lifecycle ([`Link`]): `Connecting` → `Connected` ⇄ `Disconnected`; `Expired` → `Connecting`;
@@ -22,7 +24,8 @@ pub mod plan;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use axon_core::zk::{Link, Role, Session, Transition, Verdict, ZkSettings, state_name, verdict};
+use axon_core::backoff::Backoff;
+use axon_core::zk::{INITIAL_BACKOFF, Link, Role, Session, Transition, ZkSettings, state_name, verdict};
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
@@ -59,12 +62,18 @@ pub struct PublisherStatus {
 enum SessionEnd {
     Stopped,
     Ended,
-    /// New settings: the old session closes only once the new one has every znode.
-    SettingsChanged,
 }
 
 type Answer = (u64, Result<Reply, ZkError>);
 type InFlight = FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Answer> + Send>>>;
+type Opening = std::pin::Pin<Box<dyn Future<Output = Option<Session>> + Send>>;
+
+/// A session replaced by one of new settings: it keeps its znodes until the new session has
+/// every znode, or until `close_by`.
+struct Retiring {
+    session: Session,
+    close_by: Instant,
+}
 
 pub struct Publisher {
     desired: watch::Receiver<Desired>,
@@ -73,6 +82,7 @@ pub struct Publisher {
     grace: Duration,
     shutdown: CancellationToken,
     plan: Plan,
+    retiring: Vec<Retiring>,
 }
 
 impl Publisher {
@@ -83,43 +93,40 @@ impl Publisher {
         grace: Duration,
         shutdown: CancellationToken,
     ) -> Publisher {
-        let plan = Plan::new(&desired.borrow().instance_id);
-        Publisher { desired, status, metrics, grace, shutdown, plan }
+        let plan = Plan::new(&desired.borrow().instance_id, rand::random());
+        Publisher { desired, status, metrics, grace, shutdown, plan, retiring: Vec::new() }
     }
 
     /// Runs until `shutdown` is cancelled and the znodes are deleted.
     pub async fn run(mut self) {
-        let mut retiring: Option<Session> = None;
-        loop {
-            let settings = self.desired.borrow().zookeeper.clone();
-            self.set_link(Link::Connecting, None);
-            let status = &self.status;
-            let opened = Session::open(&settings, Role::Writer, &self.metrics.zk, &self.shutdown, |err, delay| {
-                warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
-                status.send_modify(|s| s.last_error = Some(format!("open session: {err}")));
-            })
-            .await;
-            let Some(mut session) = opened else { break };
-            self.plan.new_session(session.id());
-            self.set_link(Link::Connected, Some(session.id()));
+        // Sessions that end as soon as they open (credentials refused, say) are not reopened
+        // at once, again and again.
+        let mut quick_ends = Backoff::new(INITIAL_BACKOFF, Duration::from_secs(10));
+        while let Some((session, settings)) = self.open().await {
+            let opened_at = Instant::now();
             let span = session.span().clone();
-            let end = self.serve(&mut session, &settings, &mut retiring).instrument(span).await;
+            let (end, session) = self.serve(session, settings).instrument(span).await;
             match end {
                 SessionEnd::Stopped => {
                     close(session).await;
                     break;
                 }
-                SessionEnd::Ended => self.set_link(Link::Expired, None),
-                SessionEnd::SettingsChanged => {
-                    info!("ZooKeeper settings changed: opening a new session before closing this one");
-                    if let Some(older) = retiring.replace(session) {
-                        tokio::spawn(close(older));
+                SessionEnd::Ended => {
+                    self.set_link(Link::Expired, None);
+                    if opened_at.elapsed() < Duration::from_secs(1) {
+                        let delay = quick_ends.next_delay();
+                        tokio::select! {
+                            _ = self.shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                    } else {
+                        quick_ends.reset();
                     }
                 }
             }
         }
-        if let Some(old) = retiring.take() {
-            close(old).await;
+        for old in std::mem::take(&mut self.retiring) {
+            close(old.session).await;
         }
         self.status.send_modify(|s| {
             s.state = Link::Stopped;
@@ -127,64 +134,96 @@ impl Publisher {
         });
     }
 
-    async fn serve(
-        &mut self,
-        session: &mut Session,
-        settings: &ZkSettings,
-        retiring: &mut Option<Session>,
-    ) -> SessionEnd {
-        let client = session.client().clone();
+    /// Opens a session with the wanted settings, following them if they change meanwhile;
+    /// `None` once stopped.
+    async fn open(&mut self) -> Option<(Session, ZkSettings)> {
+        self.set_link(Link::Connecting, None);
+        loop {
+            let settings = self.desired.borrow_and_update().zookeeper.clone();
+            let mut opening = self.opening(settings.clone());
+            tokio::select! {
+                opened = &mut opening => {
+                    let session = opened?;
+                    self.plan.new_session(session.id());
+                    self.set_link(Link::Connected, Some(session.id()));
+                    return Some((session, settings));
+                }
+                changed = self.desired.changed() => {
+                    if changed.is_err() {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Opening a session (retrying with backoff, until stopped) as a future of its own, so
+    /// that the current session goes on serving meanwhile.
+    fn opening(&self, settings: ZkSettings) -> Opening {
+        let (metrics, shutdown) = (self.metrics.zk.clone(), self.shutdown.clone());
+        let status = self.status.clone();
+        Box::pin(async move {
+            Session::open(&settings, Role::Writer, &metrics, &shutdown, |err, delay| {
+                warn!(%err, hosts = %settings.hosts, retry_in = ?delay, "cannot open a ZooKeeper session");
+                status.send_modify(|s| s.last_error = Some(format!("open session with {}: {err}", settings.hosts)));
+            })
+            .await
+        })
+    }
+
+    /// Serves one session until it ends or the publisher stops. New ZooKeeper settings are
+    /// opened alongside; once their session opens it takes over (returned in its place), and
+    /// the one it replaces retires.
+    async fn serve(&mut self, mut session: Session, mut settings: ZkSettings) -> (SessionEnd, Session) {
         let (fired_tx, mut fired_rx) = mpsc::unbounded_channel::<String>();
         let mut in_flight: InFlight = FuturesUnordered::new();
         let mut connected = true;
         let mut stopping: Option<Instant> = None;
-        // The old session (new settings) closes once this one has every znode, or after this.
-        let retire_by = Instant::now() + settings.session_timeout;
-        self.apply_desired();
+        // A session of new settings being opened, and those settings.
+        let mut opening: Option<(Opening, ZkSettings)> = None;
+        self.apply_desired(&settings, &mut opening);
 
         loop {
             let now = Instant::now();
             if connected {
+                let client = session.client();
                 for request in self.plan.poll(now.into_std()) {
                     let ours = self.plan.ours();
-                    in_flight.push(Box::pin(carry_out(
-                        client.clone(),
-                        request,
-                        ours,
-                        fired_tx.clone(),
-                        settings.acls(),
-                    )));
+                    let acls = settings.acls();
+                    in_flight.push(Box::pin(carry_out(client.clone(), request, ours, fired_tx.clone(), acls)));
                 }
             }
             self.report();
-            if (self.plan.all_registered() || now >= retire_by)
-                && let Some(old) = retiring.take()
-            {
-                info!(complete = self.plan.all_registered(), "closing the session of the old settings");
-                tokio::spawn(close(old));
-            }
+            self.retire(now);
             if let Some(deadline) = stopping
                 && (self.plan.is_idle() || now >= deadline)
             {
                 if !self.plan.is_idle() {
                     warn!(grace = ?self.grace, "deregistration did not finish in time; the znodes go with the session");
                 }
-                return SessionEnd::Stopped;
+                return (SessionEnd::Stopped, session);
             }
             // Wake for a place whose wait is over (only while connected: nothing is sent
-            // otherwise), for the stop deadline, and for the old session's.
+            // otherwise), for the stop deadline, and for a retiring session's.
             let wake = [
                 self.plan.next_wake().filter(|_| connected).map(Instant::from_std),
                 stopping,
-                retiring.as_ref().map(|_| retire_by),
+                self.retiring.iter().map(|r| r.close_by).min(),
             ]
             .into_iter()
             .flatten()
             .min();
+            let open = async {
+                match opening.as_mut() {
+                    Some((future, _)) => future.await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 _ = self.shutdown.cancelled(), if stopping.is_none() => {
                     info!("stopping: deleting every znode");
                     stopping = Some(Instant::now() + self.grace);
+                    opening = None;
                     let instance = self.desired.borrow().instance_id.clone();
                     self.plan.set_wanted(&instance, &BTreeMap::new());
                 }
@@ -193,10 +232,20 @@ impl Publisher {
                         self.shutdown.cancel();
                         continue;
                     }
-                    if self.desired.borrow().zookeeper != *settings {
-                        return SessionEnd::SettingsChanged;
-                    }
-                    self.apply_desired();
+                    self.apply_desired(&settings, &mut opening);
+                }
+                opened = open => {
+                    let Some((_, new_settings)) = opening.take() else { continue };
+                    // `None`: stopped while opening; the stop branch takes it from here.
+                    let Some(new) = opened else { continue };
+                    info!(session = %format!("{:#x}", new.id()), hosts = %new_settings.hosts, "the session of the new ZooKeeper settings takes over");
+                    let close_by = Instant::now() + new_settings.session_timeout;
+                    self.retiring.push(Retiring { session: std::mem::replace(&mut session, new), close_by });
+                    settings = new_settings;
+                    in_flight = FuturesUnordered::new();
+                    connected = true;
+                    self.plan.new_session(session.id());
+                    self.set_link(Link::Connected, Some(session.id()));
                 }
                 transition = session.transition() => match transition {
                     Transition::Disconnected => {
@@ -208,17 +257,13 @@ impl Publisher {
                         self.plan.reconnected();
                         self.set_link(Link::Connected, Some(session.id()));
                     }
-                    Transition::Ended(_) => return if stopping.is_some() { SessionEnd::Stopped } else { SessionEnd::Ended },
+                    Transition::Ended(_) => {
+                        let end = if stopping.is_some() { SessionEnd::Stopped } else { SessionEnd::Ended };
+                        return (end, session);
+                    }
                 },
                 Some((id, result)) = in_flight.next() => {
-                    let result = result.map_err(|err| {
-                        self.metrics.zk_errors.inc();
-                        Failure { verdict: verdict(&err), error: err.to_string() }
-                    });
-                    if let Err(Failure { verdict: Verdict::SessionOver, .. }) = &result {
-                        // The session machine reports the end too; wait for it there.
-                        debug!("a request found the session over");
-                    }
+                    let result = result.map_err(|err| Failure { verdict: verdict(&err), error: err.to_string() });
                     self.plan.answer(id, result, Instant::now().into_std());
                     self.log_events();
                 }
@@ -228,10 +273,33 @@ impl Publisher {
         }
     }
 
-    /// Hands the wanted registrations to the plan.
-    fn apply_desired(&mut self) {
-        let desired = self.desired.borrow_and_update();
+    /// Closes the retiring sessions once the current one has every znode, or at their
+    /// deadline.
+    fn retire(&mut self, now: Instant) {
+        let complete = self.plan.all_registered();
+        let (done, keep): (Vec<Retiring>, Vec<Retiring>) =
+            std::mem::take(&mut self.retiring).into_iter().partition(|r| complete || now >= r.close_by);
+        self.retiring = keep;
+        for old in done {
+            info!(session = %format!("{:#x}", old.session.id()), complete, "closing the session of the old ZooKeeper settings");
+            tokio::spawn(close(old.session));
+        }
+    }
+
+    /// Hands the wanted registrations to the plan, and starts opening a session when the
+    /// wanted ZooKeeper settings are neither the session's nor those being opened (a second
+    /// change while opening starts over with the latest).
+    fn apply_desired(&mut self, current: &ZkSettings, opening: &mut Option<(Opening, ZkSettings)>) {
+        let desired = self.desired.borrow_and_update().clone();
         self.plan.set_wanted(&desired.instance_id, &desired.registrations);
+        if desired.zookeeper == *current {
+            if opening.take().is_some() {
+                info!("ZooKeeper settings back to the session's: no new session");
+            }
+        } else if opening.as_ref().is_none_or(|(_, settings)| *settings != desired.zookeeper) {
+            info!(hosts = %desired.zookeeper.hosts, "ZooKeeper settings changed: opening a new session; this one serves until it opens");
+            *opening = Some((self.opening(desired.zookeeper.clone()), desired.zookeeper));
+        }
     }
 
     fn log_events(&mut self) {
@@ -257,6 +325,7 @@ impl Publisher {
                     warn!(%service, znode = %path, "znode deleted by someone else; registering again")
                 }
                 Event::Failed { place, op, error, retry_in } => {
+                    self.metrics.zk_errors.inc();
                     warn!(zk_path = %place.zk_path, endpoint = %format!("{}:{}", place.host, place.port), %op, %error, ?retry_in, "ZooKeeper request failed");
                     self.status.send_modify(|s| s.last_error = Some(format!("{op} under {}: {error}", place.zk_path)));
                 }
@@ -314,10 +383,10 @@ async fn carry_out(
         }
         Op::Create { zk_path, prefix, data } => {
             let options = CreateMode::EphemeralSequential.with_acls(acls);
-            let prefix_path = axon_core::record::child_path(&zk_path, &prefix);
+            let prefix_path = axon_record::child_path(&zk_path, &prefix);
             client.create(&prefix_path, &data, &options).await.map(|(_, sequence)| {
-                let name = axon_core::record::sequential_name(&prefix, sequence.into_i64());
-                Reply::Created(axon_core::record::child_path(&zk_path, &name))
+                let name = axon_record::sequential_name(&prefix, sequence.into_i64());
+                Reply::Created(axon_record::child_path(&zk_path, &name))
             })
         }
         Op::SetData { path, data } => client.set_data(&path, &data, None).await.map(|_| Reply::Done),
@@ -343,10 +412,11 @@ async fn list(client: &Client, zk_path: &str, ours: &Ours) -> Result<Vec<Child>,
     client.sync(zk_path).await?;
     let names = client.list_children(zk_path).await?;
     let reads = names.into_iter().filter(|name| ours.may_be(name)).map(|name| async move {
-        let path = axon_core::record::child_path(zk_path, &name);
+        let path = axon_record::child_path(zk_path, &name);
         match client.get_data(&path).await {
             Ok((data, stat)) => Ok(Some(Child { name, owner: stat.ephemeral_owner, data })),
-            Err(ZkError::NoNode) => Ok(None),
+            // Gone meanwhile, or unreadable to this identity (then not made by it): not ours.
+            Err(ZkError::NoNode | ZkError::NoAuth) => Ok(None),
             Err(err) => Err(err),
         }
     });

@@ -23,8 +23,9 @@
 //! definitive; anything else (connection lost or reset, no answer in time) leaves the request
 //! possibly carried out. A create answered that way puts the place in doubt (rule 1 then finds
 //! the znode if it was made); the other requests are idempotent and are simply sent again.
-//! A failed request waits (exponential backoff per place, reset by a success, and cut short
-//! when the connection comes back); nothing is retried at once, so nothing spins.
+//! A failed request waits (exponential backoff per place with jitter, so that a fleet does not
+//! retry in step; reset by a success, and cut short when the connection comes back); nothing
+//! is retried at once, so nothing spins.
 //!
 //! A new session (after an expiry, or new ZooKeeper settings) starts every known place in
 //! doubt: the earlier session may still be alive and hold znodes, which are deleted only once
@@ -34,8 +35,8 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use axon_core::backoff::Backoff;
-use axon_core::record::{ChildName, Record, child_path, is_sequential_of};
 use axon_core::zk::{Refusal, Verdict};
+use axon_record::{ChildName, Record, child_path, is_sequential_of};
 
 use crate::state::Registration;
 
@@ -305,10 +306,13 @@ pub struct Plan {
     in_flight: BTreeMap<u64, (Place, Op)>,
     next_id: u64,
     events: Vec<Event>,
+    /// Draws the jitter of each wait (xorshift; the seed is the shell's, or a test's).
+    jitter: u64,
 }
 
 impl Plan {
-    pub fn new(instance_id: &str) -> Plan {
+    /// A plan for `instance_id`; `seed` draws the waits' jitter.
+    pub fn new(instance_id: &str, seed: u64) -> Plan {
         Plan {
             instances: BTreeSet::from([instance_id.to_owned()]),
             session: None,
@@ -317,7 +321,16 @@ impl Plan {
             in_flight: BTreeMap::new(),
             next_id: 0,
             events: Vec::new(),
+            jitter: seed | 1,
         }
+    }
+
+    /// The next draw in `[0, 1)`.
+    fn draw(&mut self) -> f64 {
+        self.jitter ^= self.jitter << 13;
+        self.jitter ^= self.jitter >> 7;
+        self.jitter ^= self.jitter << 17;
+        (self.jitter >> 11) as f64 / (1u64 << 53) as f64
     }
 
     /// Starts a new session: what was in flight is forgotten, and every known place is in
@@ -410,6 +423,7 @@ impl Plan {
     /// The answer to request `id` (an answer to a request of an earlier session is ignored).
     pub fn answer(&mut self, id: u64, result: Result<Reply, Failure>, now: Instant) {
         let Some((place, op)) = self.in_flight.remove(&id) else { return };
+        let draw = self.draw();
         let Some(slot) = self.places.get_mut(&place) else { return };
         slot.busy = None;
         let session = self.session.unwrap_or_default();
@@ -435,7 +449,7 @@ impl Plan {
                 slot.succeeded();
                 apply(slot, &op, reply, &mut self.events);
             }
-            Err(failure) => fail(slot, &place, &op, failure, now, &mut self.events),
+            Err(failure) => fail(slot, &place, &op, failure, now, draw, &mut self.events),
         }
         self.places.retain(|_, slot| !slot.forgettable());
     }
@@ -488,12 +502,16 @@ impl Plan {
         self.in_flight.is_empty() && self.places.iter().all(|(place, slot)| slot.next_op(&place.zk_path).is_none())
     }
 
-    /// The last error of each service whose place is failing (and still has work to do).
+    /// The last error of each service whose place is failing (and still has work to do); a
+    /// place no service wants (a leftover being deleted) under its path.
     pub fn errors(&self) -> BTreeMap<String, String> {
         self.places
             .iter()
             .filter(|(place, slot)| slot.busy.is_some() || slot.next_op(&place.zk_path).is_some())
-            .filter_map(|(_, slot)| Some((slot.service.clone(), slot.error.clone()?)))
+            .filter_map(|(place, slot)| {
+                let key = if slot.service.is_empty() { place.zk_path.clone() } else { slot.service.clone() };
+                Some((key, slot.error.clone()?))
+            })
             .collect()
     }
 
@@ -539,6 +557,19 @@ fn list(
     }
     if !current_seen && let Some(gone) = slot.current.take() {
         events.push(Event::Vanished { service: slot.service.clone(), path: gone.path });
+    }
+    // A znode of the wanted name made by a create whose reply was lost, while the current one
+    // has the name to be replaced: it is the replacement (rule 3), and the old one goes.
+    if let (Some(current), Some(want)) = (&slot.current, &slot.want)
+        && !is_sequential_of(&current.name, &want.prefix)
+        && let Some(i) = mine.iter().position(|z| is_sequential_of(&z.name, &want.prefix))
+    {
+        let replacement = mine.swap_remove(i);
+        slot.extra.remove(&replacement.path);
+        events.push(Event::Adopted { service: slot.service.clone(), path: replacement.path.clone() });
+        if let Some(replaced) = slot.current.replace(replacement) {
+            slot.extra.insert(replaced.path);
+        }
     }
     if slot.current.is_none()
         && !mine.is_empty()
@@ -606,7 +637,7 @@ fn apply(slot: &mut Slot, op: &Op, reply: Reply, events: &mut Vec<Event>) {
 
 /// Applies a failed answer: definitive refusals change what is known; anything else leaves
 /// the request's outcome open. Either way the place waits before its next request.
-fn fail(slot: &mut Slot, place: &Place, op: &Op, failure: Failure, now: Instant, events: &mut Vec<Event>) {
+fn fail(slot: &mut Slot, place: &Place, op: &Op, failure: Failure, now: Instant, draw: f64, events: &mut Vec<Event>) {
     let name = op_name(op);
     if resolves(slot, op, failure.verdict, events) {
         slot.succeeded();
@@ -616,7 +647,7 @@ fn fail(slot: &mut Slot, place: &Place, op: &Op, failure: Failure, now: Instant,
         slot.doubt = true;
     }
     slot.unknown = matches!(failure.verdict, Verdict::Unknown | Verdict::SessionOver);
-    let retry_in = slot.backoff.next_with(1.0);
+    let retry_in = slot.backoff.next_with(draw);
     slot.not_before = Some(now + retry_in);
     events.push(Event::Failed { place: place.clone(), op: name, error: failure.error.clone(), retry_in });
     slot.error = Some(format!("{name}: {}", failure.error));

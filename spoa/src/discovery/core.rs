@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use axon_core::record::Record;
+use axon_record::Record;
 
 use super::policy;
 

@@ -27,8 +27,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use axon_core::record::child_path;
 use axon_core::zk::{Refusal, Role, Session, Transition, Verdict, verdict};
+use axon_record::child_path;
 use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
@@ -40,9 +40,9 @@ use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, Sessi
 
 use self::core::{Core, Event, Failure, Found, Limits, Mode, Outcome, Read};
 use self::dns::Dns;
-use crate::config::{Config, ServiceConfig};
+use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::model::{ServiceView, Snapshot, Source};
+use crate::model::{ServiceConfig, ServiceView, Snapshot, Source};
 use policy::Child;
 
 /// The longest a lookup may take.

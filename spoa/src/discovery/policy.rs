@@ -12,10 +12,9 @@
 
 use std::collections::BTreeSet;
 
-use axon_core::record::{ChildName, Record};
+use axon_record::{ChildName, Record};
 
-use crate::config::{OnEmpty, ServiceConfig};
-use crate::model::{DEFAULT_WEIGHT, Endpoint, Instance, MAX_WEIGHT, ServiceView, Source};
+use crate::model::{DEFAULT_WEIGHT, Endpoint, Instance, MAX_WEIGHT, OnEmpty, ServiceConfig, ServiceView, Source};
 
 /// A child's record, from its name or its data.
 pub fn record_of(child: &str, data: Option<&[u8]>) -> Result<Record, String> {

@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::config::RuntimeAddress;
+use crate::haproxy::RuntimeAddress;
 use crate::haproxy::command::Command;
 use crate::haproxy::state::{StateError, parse_pid};
 

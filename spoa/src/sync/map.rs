@@ -48,7 +48,7 @@ impl MapSync {
         let path = config.haproxy.host_map.as_ref()?;
         Some(MapSync {
             name: path.display().to_string(),
-            hosts: HostMap::new(&crate::route::Routes::new(config)),
+            hosts: HostMap::new(&crate::spoe::route::Routes::new(config)),
             applied: None,
             written: None,
             failed: None,
