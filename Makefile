@@ -72,7 +72,7 @@ bench-spoe-agent: deps
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench --bench spoe
 
-# Discovery at fleet scale: many sessions on a three-node ensemble (about 15 minutes).
+# Discovery at fleet scale: many sessions on a three-node ensemble (about 10 minutes).
 bench-fleet: deps
 	$(CARGO) bench --bench fleet
 

@@ -19,7 +19,7 @@
 //!
 //! `AXON_FLEET` chooses the runs, as `tree:watches:N` separated by commas (default
 //! `encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000`).
-//! Run with `cargo bench --bench fleet` (about 15 minutes for the default runs).
+//! Run with `cargo bench --bench fleet` (about 10 minutes for the default runs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -59,31 +59,38 @@ fn main() {
     let mut results = Vec::new();
     for run in &runs {
         println!("\n== {} tree, {} watches, N = {}", run.tree, run.watches, run.sessions);
-        results.push((run.clone(), measure(&mut ensemble, run)));
+        let measured = measure(&mut ensemble, run);
+        // Each run's row at once, so a long run's predecessors are not lost with it.
+        println!("{}", row(run, &measured));
+        results.push((run.clone(), measured));
     }
     println!("\nDiscovery at fleet scale: {SERVICES} services × {INSTANCES} instances, three-node ensemble");
     println!(
         "| znodes, watches, N | watches on the ensemble (per session) | requests per change (per session) | last of N has a change: p50 / p99 | ensemble memory | after 30 s down: all current after | peak outstanding | failed reads |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    for (run, r) in &results {
-        println!(
-            "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {} MiB | {} | {} | {} |",
-            run.tree,
-            run.watches,
-            run.sessions,
-            r.watches,
-            r.watches as f64 / run.sessions as f64,
-            r.requests_per_change,
-            r.requests_per_change / run.sessions as f64,
-            r.last_p50.as_secs_f64() * 1000.0,
-            r.last_p99.as_secs_f64() * 1000.0,
-            r.memory_mib,
-            r.recovery.map_or("not within 5 min".into(), |d| format!("{:.1} s", d.as_secs_f64())),
-            r.peak_outstanding,
-            r.failed_reads,
-        );
+    for (run, measured) in &results {
+        println!("{}", row(run, measured));
     }
+}
+
+fn row(run: &Run, r: &Measured) -> String {
+    format!(
+        "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {} MiB | {} | {} | {} |",
+        run.tree,
+        run.watches,
+        run.sessions,
+        r.watches,
+        r.watches as f64 / run.sessions as f64,
+        r.requests_per_change,
+        r.requests_per_change / run.sessions as f64,
+        r.last_p50.as_secs_f64() * 1000.0,
+        r.last_p99.as_secs_f64() * 1000.0,
+        r.memory_mib,
+        r.recovery.map_or("not within 5 min".into(), |d| format!("{:.1} s", d.as_secs_f64())),
+        r.peak_outstanding,
+        r.failed_reads,
+    )
 }
 
 #[derive(Debug, Clone)]

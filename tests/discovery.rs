@@ -156,6 +156,32 @@ fn a_name_that_resolves_only_after_a_while_appears() {
     rig.wait_ready("web", &[(&late, 1)]);
 }
 
+/// A path read again after a reconnection keeps its host names' answers meanwhile: an instance
+/// named by host name stays, though a new lookup of its name would now fail. (Names were
+/// forgotten while their path was being read again, then looked up anew.) A second instance,
+/// by address, keeps the path from emptying, which `on_empty = "keep"` would mask.
+#[test]
+fn a_reconnection_keeps_the_answers_of_host_names() {
+    let (named, plain) = (Sample::start("web", "named"), Sample::start("web", "plain"));
+    let name = format!("axon-named-{}.test", std::process::id());
+    let entry = HostsEntry::add(&name, "127.0.0.1");
+    let mut rig = rig(&service("web", "/svc/web", ""), "", "", |_| {});
+    let json = format!(r#"{{"host":"{name}","port":{},"name":"named"}}"#, named.port());
+    rig.kazoo.create("/svc/web/named_", &json, true, true);
+    rig.kazoo.create("/svc/web/plain_", &record(&plain, 1), true, true);
+    rig.wait_ready("web", &[(&named, 1), (&plain, 1)]);
+    // From now on the name does not resolve.
+    drop(entry);
+    rig.proxy.cut_after_next_request();
+    wait::for_true("the connection reset", SECOND * 10, || rig.proxy.resets() == 1);
+    wait::for_true("reconnected", SECOND * 10, || rig.spoa.metric("axon_spoa_zk_reconnects_total") >= 1.0);
+    wait::for_true("every path read again", SECOND * 5, || rig.spoa.status()["zookeeper"]["state"] == "watching");
+    for _ in 0..20 {
+        assert_eq!(rig.ready("web").len(), 2, "an instance left: its name was looked up again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Defect 5: a restarted axon-spoa keeps the servers of a service whose path emptied while it
 /// was away (`on_empty = "keep"`): it starts from its cache as the previous view.
 #[test]

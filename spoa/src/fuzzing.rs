@@ -49,7 +49,9 @@ fn handler() -> &'static RouteHandler {
                 problems: vec![],
             };
             let snapshot = Snapshot {
-                services: [("web".to_owned(), view.clone()), ("api".to_owned(), view)].into_iter().collect(),
+                services: [("web".to_owned(), Arc::new(view.clone())), ("api".to_owned(), Arc::new(view))]
+                    .into_iter()
+                    .collect(),
                 version: 1,
                 taken: None,
             };

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
@@ -98,7 +99,8 @@ pub struct ServiceView {
 /// Every configured service, as of one moment.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
-    pub services: BTreeMap<String, ServiceView>,
+    /// Shared between snapshots: a new snapshot copies only the views that changed.
+    pub services: BTreeMap<String, Arc<ServiceView>>,
     /// Increases with every snapshot published by this process.
     pub version: u64,
     /// When the information was read.
@@ -107,7 +109,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&ServiceView> {
-        self.services.get(name)
+        self.services.get(name).map(Arc::as_ref)
     }
 }
 

@@ -33,7 +33,7 @@ pub fn load(path: &Path, max_age: Duration) -> Option<Snapshot> {
                 return None;
             }
             for view in snapshot.services.values_mut() {
-                view.source = Source::Cache;
+                Arc::make_mut(view).source = Source::Cache;
             }
             Some(snapshot)
         }
@@ -104,7 +104,8 @@ mod tests {
         };
         let view = ServiceView { instances: vec![instance.clone()], source: Source::Discovered, problems: vec![] };
         let taken = std::time::SystemTime::now() - Duration::from_secs(60);
-        let snapshot = Snapshot { services: BTreeMap::from([("web".into(), view)]), version: 7, taken: Some(taken) };
+        let snapshot =
+            Snapshot { services: BTreeMap::from([("web".into(), Arc::new(view))]), version: 7, taken: Some(taken) };
         store(&path, &snapshot).unwrap();
         // Older than the age allowed: not trusted.
         assert!(load(&path, Duration::from_secs(30)).is_none());

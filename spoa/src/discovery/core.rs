@@ -188,6 +188,30 @@ struct PathState {
     /// Why the path cannot be read now, if it cannot.
     problem: Option<String>,
     recheck_at: Option<Instant>,
+    /// Something its view is made of may have changed since [`Core::changed_views`].
+    changed: bool,
+}
+
+impl PathState {
+    /// Listed, every child's record read, and no problem: what it holds can be reported.
+    fn settled(&self) -> bool {
+        !self.list.pending()
+            && self.children.values().all(|c| !c.due.pending() && c.record.is_some())
+            && self.problem.is_none()
+    }
+
+    fn view(&self) -> PathView {
+        let found = self.settled().then(|| {
+            if self.exists {
+                Found::Children(
+                    self.children.iter().filter_map(|(name, c)| c.record.clone().map(|r| (name.clone(), r))).collect(),
+                )
+            } else {
+                Found::Missing
+            }
+        });
+        PathView { found, problem: self.problem.clone() }
+    }
 }
 
 /// What a path holds, as of its last settled read.
@@ -244,6 +268,7 @@ impl Core {
                 list_failures: 0,
                 problem: None,
                 recheck_at: None,
+                changed: true,
             })
             .collect();
         Core { paths, mode, limits, up: false, session: None, not_before: None, in_flight: 0, fell_back: false }
@@ -271,6 +296,7 @@ impl Core {
         self.not_before = Some(now + self.limits.jitter.mul_f64(draw.clamp(0.0, 1.0)));
         let mode = self.mode;
         for path in &mut self.paths {
+            path.changed = true;
             path.list.owe();
             path.list_failures = 0;
             match mode {
@@ -319,6 +345,7 @@ impl Core {
             }
         };
         for path in &mut self.paths {
+            path.changed = true;
             path.watch_active = false;
             path.armed = false;
             unsent(&mut path.watching);
@@ -371,11 +398,15 @@ impl Core {
             }),
             Event::ChildrenChanged { path } => {
                 if let Some(state) = self.paths.get_mut(path) {
+                    state.changed = true;
                     state.armed = false;
                     state.list.owe();
                 }
             }
             Event::ChildChanged { path, child } => {
+                if let Some(path) = self.paths.get_mut(path) {
+                    path.changed = true;
+                }
                 if let Some(state) = self.paths.get_mut(path).and_then(|p| p.children.get_mut(&child)) {
                     state.armed = false;
                     state.due.owe();
@@ -388,12 +419,14 @@ impl Core {
     fn for_node(&mut self, node: &str, mut f: impl FnMut(&mut PathState, Option<&str>)) {
         for path in &mut self.paths {
             if node == path.path {
+                path.changed = true;
                 f(path, None);
             } else if let Some(rest) = node.strip_prefix(path.path.as_str())
                 && let Some(name) = rest.strip_prefix('/').or(if path.path.ends_with('/') { Some(rest) } else { None })
                 && !name.is_empty()
                 && !name.contains('/')
             {
+                path.changed = true;
                 f(path, Some(name));
             }
         }
@@ -413,11 +446,13 @@ impl Core {
             if path.recheck_at.is_some_and(|at| at <= now) {
                 path.recheck_at = None;
                 path.list.owe();
+                path.changed = true;
             }
             for child in path.children.values_mut() {
                 if child.recheck_at.is_some_and(|at| at <= now) {
                     child.recheck_at = None;
                     child.due.owe();
+                    path.changed = true;
                 }
             }
         }
@@ -492,6 +527,7 @@ impl Core {
         self.in_flight = self.in_flight.saturating_sub(1);
         let recheck = self.limits.recheck;
         let Some(path) = self.paths.get_mut(read.path()) else { return };
+        path.changed = true;
         match (read, outcome) {
             (Read::Watch { .. }, Outcome::Watching) => {
                 path.watching = Due::No;
@@ -503,6 +539,7 @@ impl Core {
                     self.mode = Mode::Oneshot;
                     self.fell_back = true;
                     for path in &mut self.paths {
+                        path.changed = true;
                         path.watching = Due::No;
                         path.armed = false;
                         path.list.owe();
@@ -597,26 +634,16 @@ impl Core {
 
     /// Every path's state for its services, settled or not (see rule 5).
     pub fn views(&self) -> Vec<PathView> {
+        self.paths.iter().map(PathState::view).collect()
+    }
+
+    /// The views of the paths that may have changed since the last call (every path at the
+    /// first), by index: what [`Core::views`] gives, without copying the paths nothing touched.
+    pub fn changed_views(&mut self) -> Vec<(usize, PathView)> {
         self.paths
-            .iter()
-            .map(|path| {
-                let settled = !path.list.pending()
-                    && path.children.values().all(|c| !c.due.pending() && c.record.is_some())
-                    && path.problem.is_none();
-                let found = settled.then(|| {
-                    if path.exists {
-                        Found::Children(
-                            path.children
-                                .iter()
-                                .filter_map(|(name, c)| c.record.clone().map(|r| (name.clone(), r)))
-                                .collect(),
-                        )
-                    } else {
-                        Found::Missing
-                    }
-                });
-                PathView { found, problem: path.problem.clone() }
-            })
+            .iter_mut()
+            .enumerate()
+            .filter_map(|(i, path)| std::mem::take(&mut path.changed).then(|| (i, path.view())))
             .collect()
     }
 

@@ -7,7 +7,9 @@
 //! - A failed lookup is tried again after a backoff (1 s doubling to a minute); an answer is
 //!   refreshed after `ttl`, the old one serving meanwhile, so a refresh never takes an instance
 //!   out.
-//! - A name no record uses any more is forgotten.
+//! - A name no record uses any more is forgotten. Names are kept per user (a watched path), so
+//!   a path that changed costs its own names only, and a path being read again keeps its names
+//!   (and their answers) until its new state says otherwise.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -28,12 +30,16 @@ struct Entry {
     /// When to look it up (again).
     due_at: Instant,
     failures: u32,
+    /// How many users name it.
+    users: usize,
 }
 
 /// The names in use and what they resolve to.
 #[derive(Debug, Clone, Default)]
 pub struct Dns {
     entries: HashMap<String, Entry>,
+    /// The names each user uses.
+    users: HashMap<usize, BTreeSet<String>>,
 }
 
 impl Dns {
@@ -46,17 +52,32 @@ impl Dns {
         self.entries.get(host).and_then(|e| e.answer.clone())
     }
 
-    /// The names records use now: new ones are looked up at once, the others forgotten.
-    pub fn keep<'a>(&mut self, hosts: impl IntoIterator<Item = &'a str>, now: Instant) {
-        let used: BTreeSet<&str> = hosts.into_iter().filter(|h| h.parse::<IpAddr>().is_err()).collect();
-        self.entries.retain(|host, entry| entry.resolving || used.contains(host.as_str()));
-        for host in used {
-            self.entries.entry(host.to_owned()).or_insert(Entry {
+    /// The names `user`'s records use now: new ones are looked up at once; those no user
+    /// names any more are forgotten (once answered, if being looked up).
+    pub fn keep<'a>(&mut self, user: usize, hosts: impl IntoIterator<Item = &'a str>, now: Instant) {
+        let used: BTreeSet<String> =
+            hosts.into_iter().filter(|h| h.parse::<IpAddr>().is_err()).map(str::to_owned).collect();
+        let before = self.users.remove(&user).unwrap_or_default();
+        for host in used.difference(&before) {
+            let entry = self.entries.entry(host.clone()).or_insert(Entry {
                 answer: None,
                 resolving: false,
                 due_at: now,
                 failures: 0,
+                users: 0,
             });
+            entry.users += 1;
+        }
+        for host in before.difference(&used) {
+            if let Some(entry) = self.entries.get_mut(host) {
+                entry.users = entry.users.saturating_sub(1);
+                if entry.users == 0 && !entry.resolving {
+                    self.entries.remove(host);
+                }
+            }
+        }
+        if !used.is_empty() {
+            self.users.insert(user, used);
         }
     }
 
@@ -69,7 +90,7 @@ impl Dns {
             if room == 0 {
                 break;
             }
-            if !entry.resolving && entry.due_at <= now {
+            if !entry.resolving && entry.users > 0 && entry.due_at <= now {
                 entry.resolving = true;
                 out.push(host.clone());
                 room -= 1;
@@ -83,6 +104,10 @@ impl Dns {
     pub fn resolved(&mut self, host: &str, result: Result<IpAddr, String>, now: Instant) {
         let Some(entry) = self.entries.get_mut(host) else { return };
         entry.resolving = false;
+        if entry.users == 0 {
+            self.entries.remove(host);
+            return;
+        }
         match result {
             Ok(ip) => {
                 entry.answer = Some(Ok(ip));
@@ -102,7 +127,7 @@ impl Dns {
 
     /// The next time a lookup falls due (never in the past).
     pub fn next_wake(&self, now: Instant) -> Option<Instant> {
-        self.entries.values().filter(|e| !e.resolving && e.due_at > now).map(|e| e.due_at).min()
+        self.entries.values().filter(|e| !e.resolving && e.users > 0 && e.due_at > now).map(|e| e.due_at).min()
     }
 
     pub fn len(&self) -> usize {
@@ -123,7 +148,7 @@ mod tests {
         let now = Instant::now();
         let mut dns = Dns::default();
         assert_eq!(dns.lookup("10.0.0.1"), Some(Ok("10.0.0.1".parse().unwrap())));
-        dns.keep(["10.0.0.1", "web1.internal", "web1.internal"], now);
+        dns.keep(0, ["10.0.0.1", "web1.internal", "web1.internal"], now);
         assert_eq!(dns.len(), 1);
         assert_eq!(dns.lookup("web1.internal"), None, "pending");
         assert_eq!(dns.due(now), ["web1.internal"]);
@@ -137,7 +162,7 @@ mod tests {
     fn failures_are_retried_with_backoff_and_a_good_answer_survives_a_failed_refresh() {
         let now = Instant::now();
         let mut dns = Dns::default();
-        dns.keep(["late.internal"], now);
+        dns.keep(0, ["late.internal"], now);
         dns.due(now);
         dns.resolved("late.internal", Err("no such host".into()), now);
         assert!(dns.lookup("late.internal").is_some_and(|r| r.is_err()));
@@ -162,16 +187,33 @@ mod tests {
         let now = Instant::now();
         let mut dns = Dns::default();
         let names: Vec<String> = (0..20).map(|i| format!("h{i}.internal")).collect();
-        dns.keep(names.iter().map(String::as_str), now);
+        dns.keep(0, names.iter().map(String::as_str), now);
         assert_eq!(dns.due(now).len(), MAX_IN_FLIGHT);
         assert!(dns.due(now).is_empty());
-        dns.keep(["h0.internal"], now);
+        dns.keep(0, ["h0.internal"], now);
         // Those being looked up stay until answered; the rest go.
         assert!(dns.len() <= MAX_IN_FLIGHT + 1);
         for name in &names {
             dns.resolved(name, Ok("10.0.0.1".parse().unwrap()), now);
         }
-        dns.keep(["h0.internal"], now);
+        dns.keep(0, ["h0.internal"], now);
         assert_eq!(dns.len(), 1);
+    }
+
+    #[test]
+    fn a_name_stays_while_any_user_names_it_with_its_answer() {
+        let now = Instant::now();
+        let mut dns = Dns::default();
+        dns.keep(0, ["shared.internal", "a.internal"], now);
+        dns.keep(1, ["shared.internal"], now);
+        for name in dns.due(now) {
+            dns.resolved(&name, Ok("10.0.0.2".parse().unwrap()), now);
+        }
+        dns.keep(0, [], now);
+        assert_eq!(dns.lookup("shared.internal"), Some(Ok("10.0.0.2".parse().unwrap())), "user 1 still names it");
+        assert_eq!(dns.lookup("a.internal"), None, "no user names it");
+        assert!(dns.due(now).is_empty(), "nothing to look up again");
+        dns.keep(1, [], now);
+        assert!(dns.is_empty());
     }
 }

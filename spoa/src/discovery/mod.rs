@@ -21,7 +21,7 @@ pub mod core;
 pub mod dns;
 pub mod policy;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axon_core::zk::{Refusal, Role, Session, Transition, Verdict, verdict};
 use axon_record::child_path;
-use futures_util::StreamExt as _;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt as _, StreamExt as _};
 use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio::task::AbortHandle;
@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, debug, info, warn};
 use zookeeper_client::{AddWatchMode, Client, EventType, PersistentWatcher, SessionState};
 
-use self::core::{Core, Event, Failure, Found, Limits, Mode, Outcome, Read};
+use self::core::{Core, Event, Failure, Found, Limits, Mode, Outcome, PathView, Read};
 use self::dns::Dns;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -104,14 +104,19 @@ pub struct Discovery {
     dns: Dns,
     /// Per service (configuration order): its path in the core.
     service_path: Vec<usize>,
-    views: Vec<Option<ServiceView>>,
+    views: Vec<Option<Arc<ServiceView>>>,
     /// Whether this process published a snapshot read from ZooKeeper yet.
     published: bool,
     version: u64,
     /// Per path: the task forwarding its persistent watch's events (replaced when re-added).
     forwarders: Vec<Option<AbortHandle>>,
+    /// Per path: its view as last taken from the core.
+    path_views: Vec<PathView>,
     /// Something changed since the views were last computed.
     dirty: bool,
+    /// A name's answer changed since the views were last computed: every service is computed
+    /// again (otherwise only those whose path changed).
+    dns_changed: bool,
 }
 
 impl Discovery {
@@ -152,7 +157,9 @@ impl Discovery {
             views: vec![None; count],
             published: false,
             version: 0,
+            path_views: vec![PathView { found: None, problem: None }; paths.len()],
             dirty: true,
+            dns_changed: false,
         }
     }
 
@@ -278,29 +285,50 @@ impl Discovery {
                     }
                     self.dirty = true;
                 }
-                Some((read, outcome, watcher)) = reads.next(), if !reads.is_empty() => {
-                    if let Outcome::Failed(Failure::Lost(err)) = &outcome {
-                        self.metrics.zk_read_failures.inc();
-                        debug!(?read, %err, "a read failed; it is read again");
-                        self.status.send_modify(|s| s.last_error = Some(err.clone()));
+                Some(done) = reads.next(), if !reads.is_empty() => {
+                    // Every read answered by now, in one turn: the snapshot is built once for
+                    // them all, not once per read.
+                    let mut done = Some(done);
+                    while let Some((read, outcome, watcher)) = done {
+                        self.read_done(read, outcome, watcher, &events_tx);
+                        done = reads.next().now_or_never().flatten();
                     }
-                    if let (Read::Watch { path }, Some(watcher)) = (&read, watcher) {
-                        self.forward_persistent(*path, watcher, &events_tx);
-                    }
-                    debug!(?read, ?outcome, "done");
-                    self.core.done(read, outcome, Instant::now());
                     self.dirty = true;
                 }
-                Some((host, result)) = lookups.next(), if !lookups.is_empty() => {
-                    if let Err(err) = &result {
-                        debug!(%host, %err, "cannot resolve a host name; trying again later");
+                Some(resolved) = lookups.next(), if !lookups.is_empty() => {
+                    let mut resolved = Some(resolved);
+                    while let Some((host, result)) = resolved {
+                        if let Err(err) = &result {
+                            debug!(%host, %err, "cannot resolve a host name; trying again later");
+                        }
+                        self.dns.resolved(&host, result, Instant::now());
+                        resolved = lookups.next().now_or_never().flatten();
                     }
-                    self.dns.resolved(&host, result, Instant::now());
                     self.dirty = true;
+                    self.dns_changed = true;
                 }
                 _ = timer => {}
             }
         }
+    }
+
+    fn read_done(
+        &mut self,
+        read: Read,
+        outcome: Outcome,
+        watcher: Option<PersistentWatcher>,
+        events: &mpsc::UnboundedSender<Signal>,
+    ) {
+        if let Outcome::Failed(Failure::Lost(err)) = &outcome {
+            self.metrics.zk_read_failures.inc();
+            debug!(?read, %err, "a read failed; it is read again");
+            self.status.send_modify(|s| s.last_error = Some(err.clone()));
+        }
+        if let (Read::Watch { path }, Some(watcher)) = (&read, watcher) {
+            self.forward_persistent(*path, watcher, events);
+        }
+        debug!(?read, ?outcome, "done");
+        self.core.done(read, outcome, Instant::now());
     }
 
     fn core_path(&self, read: &Read) -> &str {
@@ -351,36 +379,47 @@ impl Discovery {
         if !std::mem::take(&mut self.dirty) {
             return;
         }
-        let paths = self.core.views();
-        // The names records use, for the lookups.
-        let hosts: Vec<String> = paths
-            .iter()
-            .filter_map(|p| match &p.found {
-                Some(Found::Children(children)) => Some(children.values().filter_map(|r| r.as_ref().ok())),
-                _ => None,
-            })
-            .flatten()
-            .map(|r| r.host.clone())
-            .collect();
-        self.dns.keep(hosts.iter().map(String::as_str), now);
+        // Only the paths something touched are copied out of the core, and only their
+        // services computed again (all of them when a name's answer changed).
+        let mut touched = BTreeSet::new();
+        for (i, view) in self.core.changed_views() {
+            match &view.found {
+                Some(Found::Children(children)) => {
+                    let hosts = children.values().filter_map(|r| r.as_ref().ok()).map(|r| r.host.as_str());
+                    self.dns.keep(i, hosts, now);
+                }
+                Some(Found::Missing) => self.dns.keep(i, [], now),
+                // Being read again: its names, and their answers, stay until it is settled.
+                None => {}
+            }
+            if self.path_views[i] != view {
+                self.path_views[i] = view;
+                touched.insert(i);
+            }
+        }
+        let every = std::mem::take(&mut self.dns_changed);
         let mut changed = false;
         for (i, service) in self.config.services.iter().enumerate() {
-            let path = &paths[self.service_path[i]];
-            let Some(view) = view_of(service, &path.found, path.problem.as_deref(), self.views[i].as_ref(), &self.dns)
+            if !every && !touched.contains(&self.service_path[i]) {
+                continue;
+            }
+            let path = &self.path_views[self.service_path[i]];
+            let Some(view) =
+                view_of(service, &path.found, path.problem.as_deref(), self.views[i].as_deref(), &self.dns)
             else {
                 continue;
             };
-            if self.views[i].as_ref() != Some(&view) {
-                report_new_problems(service, self.views[i].as_ref(), &view);
+            if self.views[i].as_deref() != Some(&view) {
+                report_new_problems(service, self.views[i].as_deref(), &view);
                 if view.source != Source::Discovered {
                     info!(service = %service.name, source = ?view.source, instances = view.instances.len(), "no instance discovered");
                 }
                 self.metrics.set_discovered(&service.name, view.instances.len(), view.problems.len());
-                self.views[i] = Some(view);
+                self.views[i] = Some(Arc::new(view));
                 changed = true;
             }
         }
-        let all_read = paths.iter().all(|p| p.found.is_some() || p.problem.is_some());
+        let all_read = self.path_views.iter().all(|p| p.found.is_some() || p.problem.is_some());
         if !changed && (self.published || !all_read) {
             return;
         }

@@ -231,6 +231,7 @@ fn matches(selector: &[u8], instance: &Instance) -> bool {
 mod tests {
     use std::collections::BTreeMap;
     use std::path::Path;
+    use std::sync::Arc;
 
     use super::*;
     use crate::model::{ServiceView, Source};
@@ -275,7 +276,11 @@ zk_path = "/cdn"
             .map(|(name, instances)| {
                 (
                     (*name).to_owned(),
-                    ServiceView { instances: instances.clone(), source: Source::Discovered, problems: vec![] },
+                    Arc::new(ServiceView {
+                        instances: instances.clone(),
+                        source: Source::Discovered,
+                        problems: vec![],
+                    }),
                 )
             })
             .collect::<BTreeMap<_, _>>();

@@ -99,6 +99,8 @@ struct Sim {
     core: Core,
     now: Instant,
     draws: u64,
+    /// The views as the shell keeps them, from [`Core::changed_views`] only.
+    followed: Vec<PathView>,
 }
 
 impl Sim {
@@ -111,6 +113,7 @@ impl Sim {
             core: Core::new(&paths, mode, limits),
             now: Instant::now(),
             draws: 0,
+            followed: vec![PathView { found: None, problem: None }; PATHS.len()],
         };
         sim.reconnect();
         sim
@@ -164,7 +167,21 @@ impl Sim {
         }
     }
 
+    /// Takes the changed views, as the shell does, and checks that what it then holds is
+    /// every view: no change goes unreported.
+    fn follow(&mut self) {
+        for (i, view) in self.core.changed_views() {
+            self.followed[i] = view;
+        }
+        assert_eq!(self.followed, self.core.views(), "a changed view was not reported as changed");
+    }
+
     fn apply(&mut self, step: &Step) {
+        self.apply_step(step);
+        self.follow();
+    }
+
+    fn apply_step(&mut self, step: &Step) {
         match *step {
             Step::Create(p) => {
                 if let std::collections::btree_map::Entry::Vacant(entry) = self.zk.nodes.entry(p) {
@@ -368,6 +385,7 @@ impl Sim {
             self.reconnect();
         }
         for _ in 0..10_000 {
+            self.follow();
             self.issue();
             if self.core.quiet() && self.server.issued.is_empty() && self.server.channel.is_empty() {
                 return;
