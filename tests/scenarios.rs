@@ -23,10 +23,10 @@ fn crash_scenarios_under_load() {
         eprintln!("{}", scenario.title());
         outcomes.push(scenario::run(&mut sandbox, scenario));
     }
-    live_view_keys(&mut sandbox);
-    drop(sandbox);
     let table = scenario::table(&outcomes);
     eprintln!("{table}");
+    live_view_keys(&mut sandbox);
+    drop(sandbox);
     let mut violations: Vec<String> = outcomes
         .iter()
         .flat_map(|o| o.violations().into_iter().map(move |v| format!("{}: {v}", o.scenario.title())))
@@ -52,6 +52,8 @@ fn live_view_keys(sandbox: &mut Sandbox) {
         press(sandbox, key);
         seen("a ZooKeeper node down", 5, || zk_down(sandbox) == 1);
         press(sandbox, key);
+        // Serving again before the next node goes: one fault at a time.
+        seen("every ZooKeeper node serving", 30, || zk_down(sandbox) == 0);
         full(sandbox, key);
         tried.push(key);
     }
@@ -60,6 +62,7 @@ fn live_view_keys(sandbox: &mut Sandbox) {
     press(sandbox, 'q');
     seen("every node down", 5, || zk_down(sandbox) == 3);
     press(sandbox, 'q');
+    seen("every ZooKeeper node serving", 30, || zk_down(sandbox) == 0);
     full(sandbox, 'q');
     tried.extend(['l', 'q']);
     for (key, id) in [('k', "a2"), ('h', "a2"), ('b', "b1"), ('m', "a1")] {
@@ -110,8 +113,8 @@ fn full(sandbox: &mut Sandbox, key: char) {
 }
 
 /// ZooKeeper nodes down, as the live view shows them.
-fn zk_down(sandbox: &mut Sandbox) -> usize {
-    sandbox.view().lines().next().unwrap_or_default().matches("down").count()
+fn zk_down(sandbox: &Sandbox) -> usize {
+    sandbox.zookeeper_modes().iter().filter(|m| *m == "down").count()
 }
 
 /// HAProxy's worker pid, as the live view shows it (none while it is down).

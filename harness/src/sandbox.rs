@@ -306,12 +306,16 @@ impl Sandbox {
         }
     }
 
+    /// Each ZooKeeper node's mode (`leader`, `follower`), or `down` when it does not serve.
+    pub fn zookeeper_modes(&self) -> Vec<String> {
+        (0..self.zookeeper.len()).map(|i| self.zookeeper.mode(i).unwrap_or_else(|| "down".into())).collect()
+    }
+
     /// A text view: ZooKeeper's nodes, each instance's state in its registrar, in ZooKeeper
     /// and in HAProxy, and the background load over the last second.
     pub fn view(&mut self) -> String {
         let mut out = String::new();
-        let modes: Vec<String> =
-            (0..self.zookeeper.len()).map(|i| self.zookeeper.mode(i).unwrap_or_else(|| "down".into())).collect();
+        let modes = self.zookeeper_modes();
         let _ = writeln!(out, "ZooKeeper {}  [{}]", self.zookeeper.connect_string(), modes.join(", "));
         let _ = writeln!(
             out,

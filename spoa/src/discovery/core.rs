@@ -53,8 +53,9 @@ pub enum Mode {
 /// A read the shell should issue. `path` indexes [`Core::paths`].
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Read {
-    /// Add the persistent recursive watch on the path (persistent mode).
-    Watch { path: usize },
+    /// Add the persistent recursive watch on the path (persistent mode), on connection `link`
+    /// (see [`Core::link`]): a watch added on an earlier connection is gone with it.
+    Watch { path: usize, link: u64 },
     /// List the path's children. With `watch` (one-shot mode), arm a children watch; when the
     /// path is missing, an existence watch instead.
     List { path: usize, watch: bool },
@@ -65,7 +66,7 @@ pub enum Read {
 impl Read {
     fn path(&self) -> usize {
         match self {
-            Read::Watch { path } | Read::List { path, .. } | Read::Data { path, .. } => *path,
+            Read::Watch { path, .. } | Read::List { path, .. } | Read::Data { path, .. } => *path,
         }
     }
 }
@@ -245,6 +246,8 @@ pub struct Core {
     in_flight: usize,
     /// Set when the server refused `addWatch`: the shell logs it once.
     fell_back: bool,
+    /// Connections so far: a watch's answer from an earlier one is stale.
+    link: u64,
 }
 
 /// The backoff after a failed read with an unknown outcome: 50 ms doubling to 2 s.
@@ -271,7 +274,22 @@ impl Core {
                 changed: true,
             })
             .collect();
-        Core { paths, mode, limits, up: false, session: None, not_before: None, in_flight: 0, fell_back: false }
+        Core {
+            paths,
+            mode,
+            limits,
+            up: false,
+            session: None,
+            not_before: None,
+            in_flight: 0,
+            fell_back: false,
+            link: 0,
+        }
+    }
+
+    /// The current connection's number: a [`Read::Watch`] of another one is stale.
+    pub fn link(&self) -> u64 {
+        self.link
     }
 
     pub fn mode(&self) -> Mode {
@@ -291,6 +309,7 @@ impl Core {
     /// Connected, in session `session`. `draw` in `[0, 1)` places the re-read in the jitter.
     pub fn connected(&mut self, session: i64, now: Instant, draw: f64) {
         let new_session = self.session != Some(session);
+        self.link += 1;
         self.session = Some(session);
         self.up = true;
         self.not_before = Some(now + self.limits.jitter.mul_f64(draw.clamp(0.0, 1.0)));
@@ -465,7 +484,7 @@ impl Core {
                 match pass {
                     0 if mode == Mode::Persistent && ready(path.watching) => {
                         path.watching = Due::InFlight { again: false };
-                        out.push(Read::Watch { path: i });
+                        out.push(Read::Watch { path: i, link: self.link });
                         self.in_flight += 1;
                     }
                     // In persistent mode a path is listed once its watch is there, so nothing
@@ -525,6 +544,15 @@ impl Core {
     /// A read's result.
     pub fn done(&mut self, read: Read, outcome: Outcome, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        // A watch added on an earlier connection went with it (rule 3), and the path's watch is
+        // owed again on this one: its answer, whatever it is, changes nothing. (It can reach the
+        // core after the reconnection: replies and link changes come by different ways.)
+        if let Read::Watch { link, .. } = read
+            && link != self.link
+            && outcome != Outcome::Failed(Failure::Unimplemented)
+        {
+            return;
+        }
         let recheck = self.limits.recheck;
         let Some(path) = self.paths.get_mut(read.path()) else { return };
         path.changed = true;

@@ -100,14 +100,16 @@ impl Dns {
     }
 
     /// A lookup's result. A failure keeps a previous good answer (it serves until a lookup
-    /// succeeds again) and is tried again after the backoff.
-    pub fn resolved(&mut self, host: &str, result: Result<IpAddr, String>, now: Instant) {
-        let Some(entry) = self.entries.get_mut(host) else { return };
+    /// succeeds again) and is tried again after the backoff. Says whether what `host`
+    /// resolves to changed.
+    pub fn resolved(&mut self, host: &str, result: Result<IpAddr, String>, now: Instant) -> bool {
+        let Some(entry) = self.entries.get_mut(host) else { return false };
         entry.resolving = false;
         if entry.users == 0 {
             self.entries.remove(host);
-            return;
+            return false;
         }
+        let before = entry.answer.clone();
         match result {
             Ok(ip) => {
                 entry.answer = Some(Ok(ip));
@@ -123,6 +125,16 @@ impl Dns {
                 }
             }
         }
+        entry.answer != before
+    }
+
+    /// The lookups in flight were dropped (the shell's session ended): each is due again now,
+    /// or forgotten if no user names it any more.
+    pub fn abandon_lookups(&mut self) {
+        self.entries.retain(|_, entry| {
+            entry.resolving = false;
+            entry.users > 0
+        });
     }
 
     /// The next time a lookup falls due (never in the past).
@@ -215,5 +227,24 @@ mod tests {
         assert!(dns.due(now).is_empty(), "nothing to look up again");
         dns.keep(1, [], now);
         assert!(dns.is_empty());
+    }
+
+    #[test]
+    fn lookups_dropped_with_a_session_are_due_again_and_only_new_answers_count() {
+        let now = Instant::now();
+        let mut dns = Dns::default();
+        let names: Vec<String> = (0..MAX_IN_FLIGHT + 1).map(|i| format!("h{i}.internal")).collect();
+        dns.keep(0, names.iter().map(String::as_str), now);
+        dns.keep(1, ["gone.internal"], now);
+        let first = dns.due(now);
+        assert_eq!(first.len(), MAX_IN_FLIGHT);
+        dns.keep(1, [], now);
+        // The session ends: every lookup in flight is dropped, unanswered.
+        dns.abandon_lookups();
+        assert_eq!(dns.due(now).len(), MAX_IN_FLIGHT, "looked up again, not stuck as in flight");
+        assert!(dns.lookup("gone.internal").is_none() && dns.len() == names.len(), "an unused name forgotten");
+        assert!(dns.resolved("h0.internal", Ok("10.0.0.3".parse().unwrap()), now), "a first answer");
+        dns.due(now + TTL);
+        assert!(!dns.resolved("h0.internal", Ok("10.0.0.3".parse().unwrap()), now + TTL), "the same answer again");
     }
 }

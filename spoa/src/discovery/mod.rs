@@ -198,6 +198,8 @@ impl Discovery {
             let Some(mut session) = session else { break };
             let span = session.span().clone();
             let end = self.serve(&mut session).instrument(span).await;
+            // Its lookups went with it.
+            self.dns.abandon_lookups();
             match end {
                 SessionEnd::Stopped => break,
                 SessionEnd::Ended => {
@@ -301,11 +303,10 @@ impl Discovery {
                         if let Err(err) = &result {
                             debug!(%host, %err, "cannot resolve a host name; trying again later");
                         }
-                        self.dns.resolved(&host, result, Instant::now());
+                        self.dns_changed |= self.dns.resolved(&host, result, Instant::now());
                         resolved = lookups.next().now_or_never().flatten();
                     }
                     self.dirty = true;
-                    self.dns_changed = true;
                 }
                 _ = timer => {}
             }
@@ -324,7 +325,10 @@ impl Discovery {
             debug!(?read, %err, "a read failed; it is read again");
             self.status.send_modify(|s| s.last_error = Some(err.clone()));
         }
-        if let (Read::Watch { path }, Some(watcher)) = (&read, watcher) {
+        // Only a watch of the current connection forwards events (an earlier one's is gone).
+        if let (Read::Watch { path, link }, Some(watcher)) = (&read, watcher)
+            && *link == self.core.link()
+        {
             self.forward_persistent(*path, watcher, events);
         }
         debug!(?read, ?outcome, "done");
@@ -333,7 +337,7 @@ impl Discovery {
 
     fn core_path(&self, read: &Read) -> &str {
         let index = match read {
-            Read::Watch { path } | Read::List { path, .. } | Read::Data { path, .. } => *path,
+            Read::Watch { path, .. } | Read::List { path, .. } | Read::Data { path, .. } => *path,
         };
         self.core.paths().nth(index).unwrap_or_default()
     }

@@ -361,6 +361,15 @@ impl Sim {
             Step::ClientExpire(bits) => {
                 self.drop_in_flight(bits);
                 self.new_session();
+                // A session the client gave up ends on the server within one session timeout
+                // of its last word, and giving one up takes the client longer (1.4 timeouts
+                // without an answer): ZooKeeper never holds more given-up sessions of one
+                // process than the plan remembers.
+                let mut old: Vec<i64> = self.zk.alive.iter().copied().filter(|&s| s != self.session).collect();
+                old.sort_unstable();
+                while old.len() > REMEMBERED_SESSIONS {
+                    self.zk.end_session(old.remove(0));
+                }
             }
             Step::EndOld => {
                 let old: Vec<i64> = self.zk.alive.iter().copied().filter(|&s| s != self.session).collect();

@@ -291,7 +291,7 @@ impl Sim {
         }
         let Some(read) = self.server.issued.pop_front() else { return };
         let outcome = match &read {
-            Read::Watch { path } => {
+            Read::Watch { path, .. } => {
                 if self.server.supports_add_watch {
                     self.server.persistent.insert(*path);
                     Outcome::Watching
@@ -475,8 +475,8 @@ fn watching(children: &[(&str, u16)]) -> (Core, Instant) {
     let now = Instant::now();
     let mut core = Core::new(&paths()[..1], Mode::Persistent, Limits { jitter: Duration::ZERO, ..Limits::default() });
     core.connected(7, now, 0.0);
-    assert_eq!(core.reads(now), [Read::Watch { path: 0 }]);
-    core.done(Read::Watch { path: 0 }, Outcome::Watching, now);
+    assert_eq!(core.reads(now), [Read::Watch { path: 0, link: 1 }]);
+    core.done(Read::Watch { path: 0, link: 1 }, Outcome::Watching, now);
     assert_eq!(core.reads(now), [Read::List { path: 0, watch: false }]);
     let names = children.iter().map(|(n, _)| (*n).to_owned()).collect();
     core.done(Read::List { path: 0, watch: false }, Outcome::Listed(names), now);
@@ -487,6 +487,28 @@ fn watching(children: &[(&str, u16)]) -> (Core, Instant) {
     }
     assert!(core.quiet());
     (core, now)
+}
+
+/// A watch added on a connection that is gone, whose answer the core sees only after the
+/// reconnection, is not taken for the new connection's: the watch is added again.
+#[test]
+fn a_watch_answered_on_an_earlier_connection_is_added_again() {
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    // The watch is re-added after a reconnection, and the connection drops again at once.
+    core.disconnected();
+    core.connected(7, now, 0.0);
+    let first = core.reads(now);
+    assert_eq!(first, [Read::Watch { path: 0, link: 2 }]);
+    core.disconnected();
+    core.connected(7, now, 0.0);
+    let second = core.reads(now);
+    assert_eq!(second, [Read::Watch { path: 0, link: 3 }]);
+    // The first one's success arrives now: stale, it changes nothing.
+    core.done(first[0].clone(), Outcome::Watching, now);
+    assert!(core.reads(now).is_empty(), "nothing listed before the current watch is there");
+    assert!(!core.quiet());
+    core.done(second[0].clone(), Outcome::Watching, now);
+    assert!(core.reads(now).contains(&Read::List { path: 0, watch: false }), "listed once the watch is there");
 }
 
 fn ports(core: &Core) -> BTreeMap<String, u16> {
@@ -553,7 +575,7 @@ fn nothing_is_due_while_disconnected_and_the_wake_is_never_in_the_past() {
     assert_eq!(core.next_wake(later), None, "nothing to wake for while disconnected");
     // Back: the watch is added again, then everything is read again.
     core.connected(7, later, 0.0);
-    assert_eq!(core.reads(later), [Read::Watch { path: 0 }]);
+    assert!(matches!(core.reads(later)[..], [Read::Watch { path: 0, .. }]));
 }
 
 #[test]
