@@ -23,7 +23,7 @@ fn lines(imported: &Imported) -> Vec<String> {
 fn web(fields: &str) -> String {
     format!(
         r#"{{"instance_id": "host1", "services": {{"web": {{
-            "host": "10.0.0.5", "port": 8080,
+            "host": "127.0.0.5", "port": 8080,
             "zk_hosts": ["zk1:2181", "zk2:2181"], "zk_path": "/nerve/services/web/services"
             {}{fields}}}}}}}"#,
         if fields.is_empty() { "" } else { ", " }
@@ -40,11 +40,11 @@ fn nerve_defaults_are_written_where_axon_differs() {
     let web = &config.services[0];
     assert_eq!(web.check_interval, Duration::from_millis(500));
     let check = &web.checks[0];
-    assert_eq!(check.kind, Kind::Tcp { host: "10.0.0.5".into(), port: 8080 });
+    assert_eq!(check.kind, Kind::Tcp { host: "127.0.0.5".into(), port: 8080 });
     assert_eq!(check.timeout, Duration::from_millis(100));
     assert_eq!((check.rise.get(), check.fall.get()), (1, 1));
     assert_eq!(web.path_encoding, PathEncoding::None);
-    assert_eq!(web.record("host1").to_json(), br#"{"host":"10.0.0.5","port":8080,"name":"host1"}"#);
+    assert_eq!(web.record("host1").to_json(), br#"{"host":"127.0.0.5","port":8080,"name":"host1"}"#);
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn the_record_carries_over_field_for_field() {
     assert_eq!(web.check_interval, Duration::from_secs(2));
     assert_eq!(
         web.record("host1").to_json(),
-        br#"{"host":"10.0.0.5","port":8080,"name":"host1","weight":3,"haproxy_server_options":"backup","labels":{"az":"eu-west-1a","rack":"12"}}"#
+        br#"{"host":"127.0.0.5","port":8080,"name":"host1","weight":3,"haproxy_server_options":"backup","labels":{"az":"eu-west-1a","rack":"12"}}"#
     );
 }
 
@@ -87,7 +87,7 @@ fn every_check_type() {
     assert!(!imported.toml.contains("hunter2") && !warnings[0].contains("hunter2"));
     let checks = &config(&imported).services[0].checks;
     let Kind::Http(health) = &checks[0].kind else { panic!("{:?}", checks[0]) };
-    assert_eq!(health.url(), "http://10.0.0.5:8080/health");
+    assert_eq!(health.url(), "http://127.0.0.5:8080/health");
     assert_eq!(health.headers, [("Host".to_owned(), "web.internal".to_owned())]);
     assert_eq!(health.body_contains.as_deref(), Some("OK"));
     assert_eq!(health.status, 200..=399);
@@ -97,10 +97,10 @@ fn every_check_type() {
     let Kind::Http(status) = &checks[1].kind else { panic!("{:?}", checks[1]) };
     assert_eq!(status.url(), "https://127.0.0.1:8443/status");
     assert_eq!(checks[1].timeout, Duration::from_millis(1500));
-    assert_eq!(checks[2].kind, Kind::Tcp { host: "10.0.0.5".into(), port: 8081 });
+    assert_eq!(checks[2].kind, Kind::Tcp { host: "127.0.0.5".into(), port: 8081 });
     assert_eq!(checks[2].timeout, Duration::from_millis(300));
     assert_eq!(checks[3].kind, Kind::Redis { host: "127.0.0.1".into(), port: 6379, username: None, password: None });
-    assert_eq!(checks[4].kind, Kind::Tcp { host: "10.0.0.5".into(), port: 5672 });
+    assert_eq!(checks[4].kind, Kind::Tcp { host: "127.0.0.5".into(), port: 5672 });
     assert_eq!(checks[5].kind, Kind::Exec { command: "true".into() });
     assert_eq!(checks[5].timeout, Duration::from_secs(1));
 }
@@ -109,7 +109,7 @@ fn every_check_type() {
 fn a_service_whose_checks_all_fail_to_convert_is_left_out() {
     let text = web(r#""checks": [{"type": "mysql", "module": "nerve-watcher-mysql"}, {"port": 1}]"#).replacen(
         r#""services": {"#,
-        r#""services": {"api": {"host": "10.0.0.5", "port": 9090, "zk_hosts": ["zk1:2181"], "zk_path": "/a",
+        r#""services": {"api": {"host": "127.0.0.5", "port": 9090, "zk_hosts": ["zk1:2181"], "zk_path": "/a",
             "checks": [{"type": "tcp"}]}, "#,
         1,
     );
@@ -144,10 +144,10 @@ fn a_service_without_checks_is_always_up_as_in_nerve() {
 #[test]
 fn one_session_the_first_services_ensemble() {
     let text = r#"{"instance_id": "h", "services": {
-        "a": {"host": "10.0.0.5", "port": 1, "zk_hosts": ["zk2:2181", "zk1:2181"], "zk_path": "/a", "checks": [{"type": "tcp"}]},
-        "b": {"host": "10.0.0.5", "port": 2, "zk_hosts": ["zk1:2181", "zk2:2181"], "zk_path": "/b", "checks": [{"type": "tcp"}]},
-        "c": {"host": "10.0.0.5", "port": 3, "zk_hosts": ["zk9:2181"], "zk_path": "/c", "checks": [{"type": "tcp"}]},
-        "d": {"host": "10.0.0.5", "port": 4, "zk_hosts": ["zk1:2181", "zk2:2181/chroot"], "zk_path": "/d", "checks": [{"type": "tcp"}]}
+        "a": {"host": "127.0.0.5", "port": 1, "zk_hosts": ["zk2:2181", "zk1:2181"], "zk_path": "/a", "checks": [{"type": "tcp"}]},
+        "b": {"host": "127.0.0.5", "port": 2, "zk_hosts": ["zk1:2181", "zk2:2181"], "zk_path": "/b", "checks": [{"type": "tcp"}]},
+        "c": {"host": "127.0.0.5", "port": 3, "zk_hosts": ["zk9:2181"], "zk_path": "/c", "checks": [{"type": "tcp"}]},
+        "d": {"host": "127.0.0.5", "port": 4, "zk_hosts": ["zk1:2181", "zk2:2181/chroot"], "zk_path": "/d", "checks": [{"type": "tcp"}]}
     }}"#;
     let imported = convert(text);
     assert_eq!(
@@ -190,7 +190,7 @@ fn unknown_and_unconvertible_fields_are_reported() {
         "instance_id": "h", "heartbeat_path": "/run/hb", "statsd": {}, "max_repeated_report_failures": 3,
         "colour": "blue",
         "services": {"web": {
-            "host": "10.0.0.5", "port": 8080, "zk_hosts": ["zk:2181"], "zk_path": "/w",
+            "host": "127.0.0.5", "port": 8080, "zk_hosts": ["zk:2181"], "zk_path": "/w",
             "node_type": "persistent", "ttl_seconds": 30, "rate_limiting": {"max_burst": 1},
             "check_mocked": true, "load_test_concurrency": 3, "secret_sauce": "hunter2",
             "checks": [{"type": "redis", "password": "hunter2"},
@@ -229,8 +229,8 @@ fn unknown_and_unconvertible_fields_are_reported() {
 #[test]
 fn services_keep_their_order_and_a_key_given_twice_is_reported() {
     let text = r#"{"instance_id": "h", "services": {
-        "zeta": {"host": "10.0.0.5", "port": 1, "zk_hosts": ["zk:2181"], "zk_path": "/z", "checks": [{"type": "tcp"}]},
-        "alpha": {"host": "10.0.0.5", "port": 2, "port": 3, "zk_hosts": ["zk:2181"], "zk_path": "/a", "checks": [{"type": "tcp"}]}
+        "zeta": {"host": "127.0.0.5", "port": 1, "zk_hosts": ["zk:2181"], "zk_path": "/z", "checks": [{"type": "tcp"}]},
+        "alpha": {"host": "127.0.0.5", "port": 2, "port": 3, "zk_hosts": ["zk:2181"], "zk_path": "/a", "checks": [{"type": "tcp"}]}
     }}"#;
     let imported = convert(text);
     assert_eq!(
@@ -245,9 +245,9 @@ fn services_keep_their_order_and_a_key_given_twice_is_reported() {
 #[test]
 fn names_and_endpoints_axon_would_refuse() {
     let text = r#"{"instance_id": "h", "services": {
-        "web main": {"host": "10.0.0.5", "port": 1, "zk_hosts": ["zk:2181"], "zk_path": "/w", "checks": [{"type": "tcp"}]},
-        "web_main": {"host": "10.0.0.5", "port": 2, "zk_hosts": ["zk:2181"], "zk_path": "/w", "checks": [{"type": "tcp"}]},
-        "copy": {"host": "10.0.0.5", "port": 2, "zk_hosts": ["zk:2181"], "zk_path": "/w/", "checks": [{"type": "tcp"}]}
+        "web main": {"host": "127.0.0.5", "port": 1, "zk_hosts": ["zk:2181"], "zk_path": "/w", "checks": [{"type": "tcp"}]},
+        "web_main": {"host": "127.0.0.5", "port": 2, "zk_hosts": ["zk:2181"], "zk_path": "/w", "checks": [{"type": "tcp"}]},
+        "copy": {"host": "127.0.0.5", "port": 2, "zk_hosts": ["zk:2181"], "zk_path": "/w/", "checks": [{"type": "tcp"}]}
     }}"#;
     let imported = convert(text);
     assert_eq!(
@@ -256,7 +256,7 @@ fn names_and_endpoints_axon_would_refuse() {
             "nerve.json: services.\"web main\": the name \"web main\" has characters Axon's names cannot: named \
              \"web_main\"",
             "nerve.json: services.web_main: the name \"web_main\" is taken by an earlier service: named \"web_main_2\"",
-            "nerve.json: services.copy: registers 10.0.0.5:2 under /w as an earlier service does: Axon registers an \
+            "nerve.json: services.copy: registers 127.0.0.5:2 under /w as an earlier service does: Axon registers an \
              endpoint once per path, service left out",
         ]
     );
@@ -290,7 +290,7 @@ fn timing_is_kept_within_what_axon_accepts() {
 fn other_reporters_are_left_out() {
     let text = web(r#""checks": [{"type": "tcp"}]"#).replacen(
         r#""services": {"#,
-        r#""services": {"search": {"host": "10.0.0.5", "port": 9200, "reporter_type": "etcd",
+        r#""services": {"search": {"host": "127.0.0.5", "port": 9200, "reporter_type": "etcd",
             "etcd_host": "etcd", "etcd_port": 4001, "etcd_path": "/s", "checks": [{"type": "tcp"}]}, "#,
         1,
     );
@@ -459,7 +459,7 @@ fn nerve_like() -> impl Strategy<Value = serde_json::Value> {
             "/health",
             "/nerve/x",
             "zk1:2181",
-            "10.0.0.5",
+            "127.0.0.5",
             "",
             "a/b",
             "base64_x",
@@ -500,7 +500,7 @@ proptest! {
         check in nerve_like(),
     ) {
         let mut service = serde_json::json!({
-            "host": "10.0.0.5", "port": 80, "zk_hosts": ["zk:2181"], "zk_path": "/a", "checks": [check],
+            "host": "127.0.0.5", "port": 80, "zk_hosts": ["zk:2181"], "zk_path": "/a", "checks": [check],
         });
         for (key, value) in fields {
             service[key] = value;
