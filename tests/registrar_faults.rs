@@ -320,10 +320,12 @@ fn path_encoding_is_read_by_axon_spoa_and_changes_make_before_break() {
     let path = format!("{base}/web/services");
     let web = Sample::start("web", "w1");
     let dir = RegistrarDir::new();
+    // `fall = 20`: a check slowed by a loaded machine must not take the instance out (what is
+    // watched here is the rename, not the health check).
     let service = |weight: u32| {
         format!(
             "[[service]]\nname = \"web\"\nhost = \"127.0.0.1\"\nport = {}\nzk_path = {path:?}\nweight = {weight}\n\
-             path_encoding = \"base64\"\ncheck_interval = \"100ms\"\n[[service.checks]]\ntype = \"tcp\"\nrise = 1\nfall = 1\n",
+             path_encoding = \"base64\"\ncheck_interval = \"100ms\"\n[[service.checks]]\ntype = \"tcp\"\nrise = 1\nfall = 20\n",
             web.port()
         )
     };

@@ -186,7 +186,7 @@ impl HaproxyDir {
         if let Err(err) = check_configs(&[&self.slots_file(), &cfg]) {
             panic!("haproxy -c refused the configuration:\n{err}\n{config}");
         }
-        let mut haproxy = Haproxy { proc: None, dir: self.dir, cfg };
+        let mut haproxy = Haproxy { proc: None, dir: self, cfg };
         haproxy.spawn();
         haproxy
     }
@@ -200,7 +200,8 @@ impl Default for HaproxyDir {
 
 pub struct Haproxy {
     proc: Option<Proc>,
-    dir: tempfile::TempDir,
+    /// Its directory: the file names are [`HaproxyDir`]'s.
+    dir: HaproxyDir,
     cfg: PathBuf,
 }
 
@@ -215,9 +216,9 @@ impl Haproxy {
             .arg("-f")
             .arg(&self.cfg)
             .arg("-p")
-            .arg(self.dir.path().join("haproxy.pid"));
+            .arg(self.dir().join("haproxy.pid"));
         let proc =
-            Proc::spawn("haproxy", &mut command, &self.dir.path().join("haproxy.log")).with_stop_signal(libc::SIGTERM);
+            Proc::spawn("haproxy", &mut command, &self.dir().join("haproxy.log")).with_stop_signal(libc::SIGTERM);
         self.proc = Some(proc);
         wait::for_true("HAProxy's runtime API", wait::SECOND * 10, || {
             assert!(self.proc.as_mut().is_some_and(Proc::is_running), "haproxy exited:\n{}", self.log_tail());
@@ -230,23 +231,23 @@ impl Haproxy {
     }
 
     pub fn socket(&self) -> PathBuf {
-        self.dir.path().join("admin.sock")
+        self.dir.socket()
     }
 
     pub fn state_file(&self) -> PathBuf {
-        self.dir.path().join("server-state")
+        self.dir.state_file()
     }
 
     pub fn host_map(&self) -> PathBuf {
-        self.dir.path().join("hosts.map")
+        self.dir.host_map()
     }
 
     pub fn trusted_sources(&self) -> PathBuf {
-        self.dir.path().join("trusted-sources.lst")
+        self.dir.trusted_sources()
     }
 
     pub fn slots_file(&self) -> PathBuf {
-        self.dir.path().join("axon-slots.cfg")
+        self.dir.slots_file()
     }
 
     pub fn config_path(&self) -> &Path {

@@ -22,6 +22,18 @@ use serde::Deserialize;
 
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+/// The check types, as `type` names them.
+const CHECK_TYPES: [&str; 4] = ["tcp", "http", "exec", "redis"];
+
+/// `["tcp", "http", "redis"]` as "tcp, http or redis".
+fn one_of(types: &[&str]) -> String {
+    match types {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 2;
 pub const DEFAULT_HTTP_STATUS: RangeInclusive<u16> = 200..=399;
@@ -304,34 +316,34 @@ impl RawCheck {
             Some(p) => p,
             None => service_port,
         };
-        let only = |field: &str, present: bool, types: &str| -> Result<(), ConfigError> {
-            if present {
-                Err(check.invalid(
-                    format!("{at}.{field}"),
-                    "(set)",
-                    format!("no `{field}` on a {} check: only {types} checks take it", self.kind),
-                ))
-            } else {
-                Ok(())
+        // The fields that belong to some check types only, each with those types.
+        let specific: [(&str, bool, &[&str]); 11] = [
+            ("host", self.host.is_some(), &["tcp", "http", "redis"]),
+            ("port", self.port.is_some(), &["tcp", "http", "redis"]),
+            ("uri", self.uri.is_some(), &["http"]),
+            ("https", self.https.is_some(), &["http"]),
+            ("headers", !self.headers.is_empty(), &["http"]),
+            ("expect_status", self.expect_status.is_some(), &["http"]),
+            ("expect_body", self.expect_body.is_some(), &["http"]),
+            ("keepalive", self.keepalive.is_some(), &["http"]),
+            ("command", self.command.is_some(), &["exec"]),
+            ("username", self.username.is_some(), &["redis"]),
+            ("password", self.password.is_some(), &["redis"]),
+        ];
+        if CHECK_TYPES.contains(&self.kind.as_str()) {
+            for (field, present, types) in specific {
+                if present && !types.contains(&self.kind.as_str()) {
+                    return Err(check.invalid(
+                        format!("{at}.{field}"),
+                        "(set)",
+                        format!("no `{field}` on a {} check: only {} checks take it", self.kind, one_of(types)),
+                    ));
+                }
             }
-        };
+        }
         let kind = match self.kind.as_str() {
-            "tcp" => {
-                only("uri", self.uri.is_some(), "http")?;
-                only("https", self.https.is_some(), "http")?;
-                only("headers", !self.headers.is_empty(), "http")?;
-                only("expect_status", self.expect_status.is_some(), "http")?;
-                only("expect_body", self.expect_body.is_some(), "http")?;
-                only("keepalive", self.keepalive.is_some(), "http")?;
-                only("command", self.command.is_some(), "exec")?;
-                only("username", self.username.is_some(), "redis")?;
-                only("password", self.password.is_some(), "redis")?;
-                CheckKind::Tcp { host, port }
-            }
+            "tcp" => CheckKind::Tcp { host, port },
             "http" => {
-                only("command", self.command.is_some(), "exec")?;
-                only("username", self.username.is_some(), "redis")?;
-                only("password", self.password.is_some(), "redis")?;
                 let uri = self.uri.clone().unwrap_or_else(|| "/".to_owned());
                 if !uri.starts_with('/') || uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
                     return Err(check.invalid(
@@ -371,44 +383,17 @@ impl RawCheck {
                     keepalive: self.keepalive.unwrap_or(true),
                 })
             }
-            "exec" => {
-                for (field, present, types) in [
-                    ("host", self.host.is_some(), "tcp, http or redis"),
-                    ("port", self.port.is_some(), "tcp, http or redis"),
-                    ("uri", self.uri.is_some(), "http"),
-                    ("https", self.https.is_some(), "http"),
-                    ("headers", !self.headers.is_empty(), "http"),
-                    ("expect_status", self.expect_status.is_some(), "http"),
-                    ("expect_body", self.expect_body.is_some(), "http"),
-                    ("keepalive", self.keepalive.is_some(), "http"),
-                    ("username", self.username.is_some(), "redis"),
-                    ("password", self.password.is_some(), "redis"),
-                ] {
-                    only(field, present, types)?;
+            "exec" => match self.command {
+                Some(command) if !command.trim().is_empty() => CheckKind::Exec { command },
+                other => {
+                    return Err(check.invalid(
+                        format!("{at}.command"),
+                        quoted(other.as_deref().unwrap_or("")),
+                        "a shell command whose exit status 0 means healthy",
+                    ));
                 }
-                match self.command {
-                    Some(command) if !command.trim().is_empty() => CheckKind::Exec { command },
-                    other => {
-                        return Err(check.invalid(
-                            format!("{at}.command"),
-                            quoted(other.as_deref().unwrap_or("")),
-                            "a shell command whose exit status 0 means healthy",
-                        ));
-                    }
-                }
-            }
+            },
             "redis" => {
-                for (field, present, types) in [
-                    ("uri", self.uri.is_some(), "http"),
-                    ("https", self.https.is_some(), "http"),
-                    ("headers", !self.headers.is_empty(), "http"),
-                    ("expect_status", self.expect_status.is_some(), "http"),
-                    ("expect_body", self.expect_body.is_some(), "http"),
-                    ("keepalive", self.keepalive.is_some(), "http"),
-                    ("command", self.command.is_some(), "exec"),
-                ] {
-                    only(field, present, types)?;
-                }
                 // A password is never echoed, not even in an error.
                 if self.password.as_ref().is_some_and(|p| p.expose().is_empty()) {
                     return Err(check.invalid(format!("{at}.password"), "\"\"", "a non-empty password"));
