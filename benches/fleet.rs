@@ -15,11 +15,11 @@
 //! until the last of the N sessions has each change (p50/p99 over 100 changes); the ensemble's
 //! memory (its JVMs' resident size); and the recovery after the whole ensemble is down 30 s
 //! (every session expires): the time until all N are current again, the peak of outstanding
-//! requests (`mntr`, every 100 ms), and the reads that failed.
+//! requests (`mntr`, every 100 ms), and the reads that failed once the ensemble was restarting.
 //!
 //! `AXON_FLEET` chooses the runs, as `tree:watches:N` separated by commas (default
 //! `encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000`).
-//! Run with `cargo bench --bench fleet` (about 10 minutes for the default runs).
+//! Run with `cargo bench --bench fleet` (about 13 minutes for the default runs).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -188,7 +188,10 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
         let snapshot = f.snapshots.borrow();
         snapshot.services.len() == SERVICES && snapshot.services.values().all(|v| v.instances.len() == INSTANCES)
     };
-    wait::for_true("every session reads everything", Duration::from_secs(600), || followers.iter().all(everything));
+    // Every instance read, and every watch there (a session whose connection dropped meanwhile
+    // is adding its watches again).
+    let watching = |f: &Follower| everything(f) && f.status.borrow().state == DiscoveryState::Watching;
+    wait::for_true("every session reads everything", Duration::from_secs(600), || followers.iter().all(watching));
     println!(
         "all {} sessions read everything {:.1} s after they started",
         run.sessions,
@@ -241,23 +244,55 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
 
     // The whole ensemble down past the session timeout: every session expires.
     drop(kazoo);
-    let failures_before: f64 = followers.iter().map(|f| f.metrics.zk_read_failures.get() as f64).sum();
     let sessions_before: Vec<Option<String>> = followers.iter().map(|f| f.status.borrow().session_id.clone()).collect();
     for i in 0..ensemble.len() {
         ensemble.kill(i);
     }
-    std::thread::sleep(OUTAGE);
+    // When each session gave its session up, during the outage.
+    let down = Instant::now();
+    let mut ended = vec![None; followers.len()];
+    while down.elapsed() < OUTAGE {
+        for (f, at) in followers.iter().zip(&mut ended) {
+            let state = f.status.borrow().state;
+            if at.is_none() && matches!(state, DiscoveryState::Expired | DiscoveryState::Connecting) {
+                *at = Some(down.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let restarted = Instant::now();
+    // Reads that fail from now on fail in the recovery (those in flight when the ensemble went
+    // failed during the outage, and are not counted).
+    let failures_before: f64 = followers.iter().map(|f| f.metrics.zk_read_failures.get() as f64).sum();
     for i in 0..ensemble.len() {
         ensemble.restart(i);
     }
     ensemble.wait_serving();
     let back = Instant::now();
+    println!(
+        "outage: sessions given up {} after the ensemble went; it served again {:.1} s after its restart began",
+        spread(&ended),
+        (back - restarted).as_secs_f64()
+    );
     let mut peak_outstanding = 0;
-    let current = |f: &Follower, before: &Option<String>| {
+    // A new session, and then every path read in it.
+    let renewed = |f: &Follower, before: &Option<String>| {
         let status = f.status.borrow();
-        status.state == DiscoveryState::Watching && status.session_id.is_some() && status.session_id != *before
+        status.session_id.is_some() && status.session_id != *before
     };
+    let current = |f: &Follower, before: &Option<String>| {
+        renewed(f, before) && f.status.borrow().state == DiscoveryState::Watching
+    };
+    let (mut opened, mut current_at) = (vec![None; followers.len()], vec![None; followers.len()]);
     let recovery = loop {
+        for (i, (f, before)) in followers.iter().zip(&sessions_before).enumerate() {
+            if opened[i].is_none() && renewed(f, before) {
+                opened[i] = Some(back.elapsed());
+            }
+            if current_at[i].is_none() && current(f, before) {
+                current_at[i] = Some(back.elapsed());
+            }
+        }
         peak_outstanding = peak_outstanding.max(
             (0..ensemble.len())
                 .map(|i| four_letter_number(ensemble, i, "mntr", "zk_outstanding_requests"))
@@ -272,7 +307,23 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    println!(
+        "after the ensemble served again (0.0: already before): new sessions open {}, current {}",
+        spread(&opened),
+        spread(&current_at)
+    );
     let failed_reads = followers.iter().map(|f| f.metrics.zk_read_failures.get() as f64).sum::<f64>() - failures_before;
+    if failed_reads > 0.0 {
+        // Why reads failed: each session's last error, counted (a session whose reads all
+        // succeeded shows why it could not open its session during the outage).
+        let mut errors = std::collections::BTreeMap::<String, usize>::new();
+        for f in &followers {
+            if let Some(err) = f.status.borrow().last_error.clone() {
+                *errors.entry(err).or_default() += 1;
+            }
+        }
+        println!("sessions' last errors: {errors:?}");
+    }
     assert!(followers.iter().all(everything), "a session lost instances across the outage");
     shutdown.cancel();
     runtime.shutdown_timeout(Duration::from_secs(10));
@@ -286,6 +337,16 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
         peak_outstanding,
         failed_reads,
     }
+}
+
+/// The first, median and last of times (seconds), and how many never came.
+fn spread(times: &[Option<Duration>]) -> String {
+    let mut seen: Vec<f64> = times.iter().flatten().map(Duration::as_secs_f64).collect();
+    seen.sort_by(f64::total_cmp);
+    let missing = times.len() - seen.len();
+    let Some((first, last)) = seen.first().zip(seen.last()) else { return format!("never ({missing})") };
+    let never = if missing > 0 { format!(", {missing} never") } else { String::new() };
+    format!("{first:.1} / {:.1} / {last:.1} s (first / median / last{never})", seen[seen.len() / 2])
 }
 
 /// A number from a four-letter command's reply (`wchs`: "Total watches:N"; `mntr`: tab

@@ -71,6 +71,15 @@ impl Rig {
         wait::for_true(&format!("{backend} = {wanted:?}"), SECOND * 10, || self.ready(backend) == wanted);
     }
 
+    /// Cuts axon-spoa's ZooKeeper connection after its next request, and waits until it is
+    /// connected again (same session) with every path read again.
+    fn cut_and_reconnect(&self) {
+        self.proxy.cut_after_next_request();
+        wait::for_true("the connection reset", SECOND * 10, || self.proxy.resets() == 1);
+        wait::for_true("reconnected", SECOND * 10, || self.spoa.metric("axon_spoa_zk_reconnects_total") >= 1.0);
+        wait::for_true("every path read again", SECOND * 5, || self.spoa.status()["zookeeper"]["state"] == "watching");
+    }
+
     fn problems(&self, service: &str) -> Vec<String> {
         let status = self.spoa.status();
         let entry = status["services"].as_array().unwrap().iter().find(|s| s["name"] == service).cloned().unwrap();
@@ -172,14 +181,37 @@ fn a_reconnection_keeps_the_answers_of_host_names() {
     rig.wait_ready("web", &[(&named, 1), (&plain, 1)]);
     // From now on the name does not resolve.
     drop(entry);
-    rig.proxy.cut_after_next_request();
-    wait::for_true("the connection reset", SECOND * 10, || rig.proxy.resets() == 1);
-    wait::for_true("reconnected", SECOND * 10, || rig.spoa.metric("axon_spoa_zk_reconnects_total") >= 1.0);
-    wait::for_true("every path read again", SECOND * 5, || rig.spoa.status()["zookeeper"]["state"] == "watching");
+    rig.cut_and_reconnect();
     for _ in 0..20 {
         assert_eq!(rig.ready("web").len(), 2, "an instance left: its name was looked up again");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// After a reconnection, a path whose children carry their records in their names (Nerve's
+/// path encoding) is read again with its watch and one listing: no child's data is read (it
+/// was, for every child, making a fleet's recovery cost a read per instance per session).
+#[test]
+fn a_reconnection_reads_a_path_encoded_tree_with_one_listing() {
+    use base64::Engine as _;
+    let samples: Vec<Sample> = (0..5).map(|i| Sample::start("web", &format!("e{i}"))).collect();
+    let mut rig = rig(&service("web", "/svc/web", ""), "", "", |_| {});
+    for sample in &samples {
+        let json = format!(r#"{{"host":"127.0.0.1","port":{},"name":"{}"}}"#, sample.port(), sample.instance);
+        let encoded = base64::engine::general_purpose::URL_SAFE.encode(&json);
+        rig.kazoo.create(&format!("/svc/web/base64_{}_{encoded}_", encoded.len()), "", true, true);
+    }
+    let expected: Vec<(&Sample, u16)> = samples.iter().map(|s| (s, 1)).collect();
+    rig.wait_ready("web", &expected);
+    let reads = rig.spoa.metric("axon_spoa_zk_reads_total");
+    let failures = rig.spoa.metric("axon_spoa_zk_read_failures_total");
+    rig.cut_and_reconnect();
+    // The watch and the listing of the one path; a read cut by the reset (if one was in
+    // flight) is sent again.
+    let again = rig.spoa.metric("axon_spoa_zk_reads_total") - reads;
+    let failed = rig.spoa.metric("axon_spoa_zk_read_failures_total") - failures;
+    assert!(again - failed <= 2.0, "{again} reads after the reconnection ({failed} failed): children read");
+    rig.wait_ready("web", &expected);
 }
 
 /// Defect 5: a restarted axon-spoa keeps the servers of a service whose path emptied while it

@@ -49,7 +49,7 @@ fn handler() -> &'static RouteHandler {
                 problems: vec![],
             };
             let snapshot = Snapshot {
-                services: [("web".to_owned(), Arc::new(view.clone())), ("api".to_owned(), Arc::new(view))]
+                services: [("web".into(), Arc::new(view.clone())), ("api".into(), Arc::new(view))]
                     .into_iter()
                     .collect(),
                 version: 1,

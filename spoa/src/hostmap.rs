@@ -161,7 +161,7 @@ zk_path = "/api"
                 let instances = (0..count)
                     .map(|i| Instance::unnamed(Endpoint::new([10, 0, 0, i as u8].into(), 80), 1, &[]))
                     .collect();
-                (name.to_owned(), Arc::new(ServiceView { instances, source: Source::Discovered, problems: vec![] }))
+                (name.into(), Arc::new(ServiceView { instances, source: Source::Discovered, problems: vec![] }))
             })
             .collect();
         Snapshot { services, version: 1, taken: None }

@@ -100,7 +100,7 @@ pub struct ServiceView {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Snapshot {
     /// Shared between snapshots: a new snapshot copies only the views that changed.
-    pub services: BTreeMap<String, Arc<ServiceView>>,
+    pub services: BTreeMap<Arc<str>, Arc<ServiceView>>,
     /// Increases with every snapshot published by this process.
     pub version: u64,
     /// When the information was read.

@@ -18,9 +18,10 @@
 //!    never mixed on one path (ZooKeeper 3.8 keeps one mode per connection and path).
 //! 3. **Reconnections and new sessions.** Any reconnection re-adds the persistent watches
 //!    (zookeeper-client 0.11.2 does not restore them, and ZooKeeper does not replay events of
-//!    the disconnection) and re-reads every path and every child's data; one-shot watches are
-//!    restored by ZooKeeper, so only the paths are listed again. A new session (after an
-//!    expiry) owes everything. The re-read starts after a jitter (so a fleet whose sessions all
+//!    the disconnection) and re-reads every path and every child's data (not the data of a
+//!    child whose name carries its record: rule 6); one-shot watches are restored by
+//!    ZooKeeper, so only the paths are listed again. A new session (after an expiry) owes
+//!    everything. The re-read starts after a jitter (so a fleet whose sessions all
 //!    ended together does not read at once) and keeps at most `max_in_flight` reads in flight;
 //!    meanwhile the last published state serves.
 //! 4. **A fault stays where it is.** A child whose data cannot be read (its ACL denies it) is a
@@ -29,12 +30,16 @@
 //! 5. **Consistency per path.** A path's state is given out only when it is settled: listed,
 //!    and every child read, since the last change; until then the previous one stands.
 //! 6. Records carried in the child's name (Nerve's path encoding) need no data read and no
-//!    data watch.
+//!    data watch, ever: a re-read of such a path is its listing. (A name whose record does not
+//!    decode is read from its data, as Synapse does.)
+//! 7. **Work in proportion to change.** Each path indexes the children that owe a read or a
+//!    recheck; [`Core::reads`], [`Core::next_wake`] and [`Core::quiet`] look at those only.
 //!
 //! Lifecycle of the link: `Down` → `Up` (connected) ⇄ `Down` (disconnected); an expiry drops
 //! the session, and the next `Up` is a new session.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axon_record::Record;
@@ -59,8 +64,9 @@ pub enum Read {
     /// List the path's children. With `watch` (one-shot mode), arm a children watch; when the
     /// path is missing, an existence watch instead.
     List { path: usize, watch: bool },
-    /// Read one child's data; with `watch` (one-shot mode), arm its data watch.
-    Data { path: usize, child: String, watch: bool },
+    /// Read one child's data; with `watch` (one-shot mode), arm its data watch. `generation`
+    /// names the child's incarnation (see [`Core::done`]).
+    Data { path: usize, child: String, watch: bool, generation: u64 },
 }
 
 impl Read {
@@ -163,7 +169,7 @@ impl Due {
 #[derive(Debug, Clone, Default)]
 struct ChildState {
     /// The record, or why it cannot be used; `None` until first read.
-    record: Option<Result<Record, String>>,
+    record: Option<Shared>,
     due: Due,
     /// One-shot mode: a data watch is armed.
     armed: bool,
@@ -171,6 +177,18 @@ struct ChildState {
     failures: u32,
     /// A refused read is tried again at this time.
     recheck_at: Option<Instant>,
+    /// The record came from the name: it never needs a data read.
+    from_name: bool,
+    /// Which incarnation of the name this is: a child deleted and created again is another
+    /// child, and an answer to a read of the one before counts for neither.
+    generation: u64,
+}
+
+impl ChildState {
+    /// Whether it owes a read (due, or in flight) or a recheck: what the path's index holds.
+    fn owes(&self) -> bool {
+        self.due.pending() || self.recheck_at.is_some()
+    }
 }
 
 /// What is known of one watched path.
@@ -183,7 +201,10 @@ struct PathState {
     /// One-shot mode: a children or existence watch is armed.
     armed: bool,
     exists: bool,
-    children: BTreeMap<String, ChildState>,
+    children: BTreeMap<Arc<str>, ChildState>,
+    /// The children that may owe a read or a recheck: every one that does, and some that no
+    /// longer do (dropped when next looked at). Each turn looks at these, not at every child.
+    owing: BTreeSet<Arc<str>>,
     list: Due,
     list_failures: u32,
     /// Why the path cannot be read now, if it cannot.
@@ -191,9 +212,50 @@ struct PathState {
     recheck_at: Option<Instant>,
     /// Something its view is made of may have changed since [`Core::changed_views`].
     changed: bool,
+    /// Children created so far (each one's [`ChildState::generation`]).
+    generations: u64,
 }
 
 impl PathState {
+    /// The child `name` (added if new) owes a read of its data — unless its name carries its
+    /// record.
+    fn owe_child(&mut self, name: &str) {
+        let key = match self.children.get_key_value(name) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Arc<str> = Arc::from(name);
+                self.generations += 1;
+                self.children.insert(key.clone(), ChildState { generation: self.generations, ..ChildState::default() });
+                key
+            }
+        };
+        self.owe_again(key, |child| owe_data(name, child));
+    }
+
+    /// `owe` makes the child `key` owe a read (if it still is there), and the index knows it.
+    fn owe_again(&mut self, key: Arc<str>, owe: impl FnOnce(&mut ChildState)) {
+        if let Some(child) = self.children.get_mut(&key) {
+            owe(child);
+            index_if_owing(&mut self.owing, &key, child);
+        }
+    }
+
+    /// Every child owes a read of its data again (a re-read); `unarm`: its one-shot watch is
+    /// gone too.
+    fn owe_every_child(&mut self, unarm: bool) {
+        for (name, child) in &mut self.children {
+            child.armed &= !unarm;
+            child.failures = 0;
+            owe_data(name, child);
+            index_if_owing(&mut self.owing, name, child);
+        }
+    }
+
+    /// The children of [`PathState::owing`] that are still there.
+    fn owing_children(&self) -> impl Iterator<Item = &ChildState> {
+        self.owing.iter().filter_map(|name| self.children.get(name))
+    }
+
     /// Listed, every child's record read, and no problem: what it holds can be reported.
     fn settled(&self) -> bool {
         !self.list.pending()
@@ -215,13 +277,17 @@ impl PathState {
     }
 }
 
+/// A child's record, or why it cannot be used: shared by the core and every view it gave out
+/// (a view copies no record).
+pub type Shared = Arc<Result<Record, String>>;
+
 /// What a path holds, as of its last settled read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
     /// The path does not exist.
     Missing,
     /// Its children: name → record, or why it cannot be used.
-    Children(BTreeMap<String, Result<Record, String>>),
+    Children(BTreeMap<Arc<str>, Shared>),
 }
 
 /// A path's state for its services: what was found, and what stops it being read now.
@@ -267,11 +333,13 @@ impl Core {
                 armed: false,
                 exists: false,
                 children: BTreeMap::new(),
+                owing: BTreeSet::new(),
                 list: Due::No,
                 list_failures: 0,
                 problem: None,
                 recheck_at: None,
                 changed: true,
+                generations: 0,
             })
             .collect();
         Core {
@@ -325,10 +393,7 @@ impl Core {
                     path.watch_active = false;
                     path.watching = Due::No;
                     path.watching.owe();
-                    for child in path.children.values_mut() {
-                        child.due.owe();
-                        child.failures = 0;
-                    }
+                    path.owe_every_child(false);
                 }
                 // One-shot watches survive a reconnection (ZooKeeper fires those whose node
                 // changed meanwhile), not a new session. The paths are listed again with their
@@ -336,11 +401,7 @@ impl Core {
                 Mode::Oneshot => {
                     path.armed = false;
                     if new_session {
-                        for child in path.children.values_mut() {
-                            child.armed = false;
-                            child.due.owe();
-                            child.failures = 0;
-                        }
+                        path.owe_every_child(true);
                     }
                 }
             }
@@ -390,8 +451,7 @@ impl Core {
                 }
                 Some(name) => {
                     path.exists = true;
-                    let child = path.children.entry(name.to_owned()).or_default();
-                    owe_data(name, child);
+                    path.owe_child(name);
                     relist_if_listing(path);
                 }
             }),
@@ -410,9 +470,9 @@ impl Core {
             }),
             Event::DataChanged(node) => self.for_node(&node, |path, child| {
                 if let Some(name) = child
-                    && let Some(state) = path.children.get_mut(name)
+                    && path.children.contains_key(name)
                 {
-                    owe_data(name, state);
+                    path.owe_child(name);
                 }
             }),
             Event::ChildrenChanged { path } => {
@@ -426,9 +486,14 @@ impl Core {
                 if let Some(path) = self.paths.get_mut(path) {
                     path.changed = true;
                 }
-                if let Some(state) = self.paths.get_mut(path).and_then(|p| p.children.get_mut(&child)) {
-                    state.armed = false;
-                    state.due.owe();
+                if let Some(path) = self.paths.get_mut(path)
+                    && let Some((key, _)) = path.children.get_key_value(child.as_str())
+                {
+                    let name = key.clone();
+                    path.owe_again(key.clone(), |state| {
+                        state.armed = false;
+                        owe_data(&name, state);
+                    });
                 }
             }
         }
@@ -467,8 +532,10 @@ impl Core {
                 path.list.owe();
                 path.changed = true;
             }
-            for child in path.children.values_mut() {
-                if child.recheck_at.is_some_and(|at| at <= now) {
+            for name in &path.owing {
+                if let Some(child) = path.children.get_mut(name)
+                    && child.recheck_at.is_some_and(|at| at <= now)
+                {
                     child.recheck_at = None;
                     child.due.owe();
                     path.changed = true;
@@ -497,16 +564,21 @@ impl Core {
                     // Children too wait for the persistent watch: a change between a read
                     // and the watch would go unseen.
                     2 if mode == Mode::Oneshot || path.watch_active => {
-                        for (name, child) in &mut path.children {
-                            if self.in_flight >= max {
-                                return out;
-                            }
-                            if ready(child.due) {
+                        let PathState { owing, children, .. } = path;
+                        let in_flight = &mut self.in_flight;
+                        owing.retain(|name| {
+                            let Some(child) = children.get_mut(name) else { return false };
+                            if *in_flight < max && ready(child.due) {
                                 child.due = Due::InFlight { again: false };
                                 let watch = mode == Mode::Oneshot && !child.armed;
-                                out.push(Read::Data { path: i, child: name.clone(), watch });
-                                self.in_flight += 1;
+                                let generation = child.generation;
+                                out.push(Read::Data { path: i, child: name.to_string(), watch, generation });
+                                *in_flight += 1;
                             }
+                            child.owes()
+                        });
+                        if self.in_flight >= max {
+                            return out;
                         }
                     }
                     _ => {}
@@ -534,7 +606,7 @@ impl Core {
             .flat_map(|p| {
                 [owed_at(p.list), owed_at(p.watching), p.recheck_at]
                     .into_iter()
-                    .chain(p.children.values().flat_map(|c| [owed_at(c.due), c.recheck_at]))
+                    .chain(p.owing_children().flat_map(|c| [owed_at(c.due), c.recheck_at]))
             })
             .flatten()
             .filter(|at| *at > now)
@@ -571,10 +643,7 @@ impl Core {
                         path.watching = Due::No;
                         path.armed = false;
                         path.list.owe();
-                        for child in path.children.values_mut() {
-                            child.armed = false;
-                            child.due.owe();
-                        }
+                        path.owe_every_child(true);
                     }
                 }
             }
@@ -593,12 +662,11 @@ impl Core {
                 path.exists = true;
                 path.problem = None;
                 path.list_failures = 0;
-                let listed: BTreeSet<&String> = children.iter().collect();
-                path.children.retain(|name, _| listed.contains(name));
+                let listed: BTreeSet<&str> = children.iter().map(String::as_str).collect();
+                path.children.retain(|name, _| listed.contains(&**name));
                 for name in &children {
-                    if !path.children.contains_key(name) {
-                        let child = path.children.entry(name.clone()).or_default();
-                        owe_data(name, child);
+                    if !path.children.contains_key(name.as_str()) {
+                        path.owe_child(name);
                     }
                 }
                 path.list = finish(path.list);
@@ -629,21 +697,26 @@ impl Core {
                 path.list_failures = path.list_failures.saturating_add(1);
                 path.list = Due::Owed { at: Some(now + retry_delay(path.list_failures)) };
             }
-            (Read::Data { child, watch, .. }, outcome) => {
-                let Some(state) = path.children.get_mut(&child) else { return };
+            (Read::Data { child, watch, generation, .. }, outcome) => {
+                let Some(state) = path.children.get_mut(child.as_str()) else { return };
+                if state.generation != generation {
+                    // The child was deleted and created again since: this answer is about the
+                    // one before, and the new one's own read is on its way.
+                    return;
+                }
                 match outcome {
                     Outcome::Data(data) => {
                         state.armed = (state.armed || watch) && !was_again(state.due);
                         state.failures = 0;
-                        state.record = Some(policy::record_of(&child, Some(&data)));
+                        state.record = Some(Arc::new(policy::record_of(&child, Some(&data))));
                         state.due = finish(state.due);
                     }
                     Outcome::Failed(Failure::NoNode) => {
                         // Gone: its deletion event (or the next listing) removes it too.
-                        path.children.remove(&child);
+                        path.children.remove(child.as_str());
                     }
                     Outcome::Failed(Failure::NoAuth) => {
-                        state.record = Some(Err("ZooKeeper refuses to read it (ACL)".into()));
+                        state.record = Some(Arc::new(Err("ZooKeeper refuses to read it (ACL)".into())));
                         state.due = Due::No;
                         state.recheck_at = Some(now + recheck);
                     }
@@ -651,6 +724,10 @@ impl Core {
                         state.failures = state.failures.saturating_add(1);
                         state.due = Due::Owed { at: Some(now + retry_delay(state.failures)) };
                     }
+                }
+                // Whatever it owes now, the index knows (it was there while in flight).
+                if let Some((key, state)) = path.children.get_key_value(child.as_str()) {
+                    index_if_owing(&mut path.owing, key, state);
                 }
             }
             (Read::Watch { .. } | Read::List { .. }, _) => {
@@ -686,18 +763,43 @@ impl Core {
             && self.paths.iter().all(|p| {
                 !p.list.pending()
                     && (self.mode == Mode::Oneshot || !p.watching.pending())
-                    && p.children.values().all(|c| !c.due.pending())
+                    && p.owing_children().all(|c| !c.due.pending())
             })
+    }
+
+    /// Checks the owed-reads index: every child that owes a read or a recheck is in it.
+    #[cfg(test)]
+    fn check_index(&self) {
+        for path in &self.paths {
+            for (name, child) in &path.children {
+                if child.owes() {
+                    assert!(path.owing.contains(name), "{name} owes a read but is not in the index");
+                }
+            }
+        }
     }
 }
 
-/// A child whose data must be read — unless its name carries its record.
+/// Puts the child `key` in its path's index of children owing something, if it owes a read or
+/// a recheck.
+fn index_if_owing(owing: &mut BTreeSet<Arc<str>>, key: &Arc<str>, child: &ChildState) {
+    if child.owes() {
+        owing.insert(key.clone());
+    }
+}
+
+/// A child whose data must be read — unless its name carries its record. (A name whose
+/// record does not decode falls back to the data, as Synapse does.) The name is decoded when
+/// the child is first seen (and, if its record does not decode, again until its data is read).
 fn owe_data(name: &str, child: &mut ChildState) {
-    if policy::encoded_in_name(name) {
-        if child.record.is_none() {
-            child.record = Some(policy::record_of(name, None));
+    if child.record.is_none() && policy::encoded_in_name(name) {
+        let record = policy::record_of(name, None);
+        if record.is_ok() {
+            child.record = Some(Arc::new(record));
+            child.from_name = true;
         }
-    } else {
+    }
+    if !child.from_name {
         child.due.owe();
     }
 }

@@ -21,7 +21,7 @@ pub mod core;
 pub mod dns;
 pub mod policy;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -104,6 +104,8 @@ pub struct Discovery {
     dns: Dns,
     /// Per service (configuration order): its path in the core.
     service_path: Vec<usize>,
+    /// Per service: its name, shared by every snapshot.
+    names: Vec<Arc<str>>,
     views: Vec<Option<Arc<ServiceView>>>,
     /// Whether this process published a snapshot read from ZooKeeper yet.
     published: bool,
@@ -144,7 +146,9 @@ impl Discovery {
         let limits = Limits { max_in_flight: d.max_reads_in_flight, jitter: d.reread_jitter, ..Limits::default() };
         let core = Core::new(&paths, mode, limits);
         let count = config.services.len();
+        let names = config.services.iter().map(|s| Arc::from(s.name.as_str())).collect();
         Discovery {
+            names,
             forwarders: vec![None; paths.len()],
             config,
             snapshots,
@@ -171,7 +175,7 @@ impl Discovery {
             // The previous view of each service, until ZooKeeper says otherwise.
             self.version = cached.version;
             for (view, service) in self.views.iter_mut().zip(&self.config.services) {
-                *view = cached.services.get(&service.name).cloned();
+                *view = cached.services.get(service.name.as_str()).cloned();
             }
         }
         let settings = self.config.zookeeper.clone();
@@ -389,7 +393,7 @@ impl Discovery {
         for (i, view) in self.core.changed_views() {
             match &view.found {
                 Some(Found::Children(children)) => {
-                    let hosts = children.values().filter_map(|r| r.as_ref().ok()).map(|r| r.host.as_str());
+                    let hosts = children.values().filter_map(|r| (**r).as_ref().ok()).map(|r| r.host.as_str());
                     self.dns.keep(i, hosts, now);
                 }
                 Some(Found::Missing) => self.dns.keep(i, [], now),
@@ -434,13 +438,8 @@ impl Discovery {
         }
         self.published = true;
         self.version += 1;
-        let services = self
-            .config
-            .services
-            .iter()
-            .zip(&self.views)
-            .filter_map(|(s, v)| v.clone().map(|v| (s.name.clone(), v)))
-            .collect();
+        let services =
+            self.names.iter().zip(&self.views).filter_map(|(name, v)| v.clone().map(|v| (name.clone(), v))).collect();
         let snapshot = Snapshot { services, version: self.version, taken: Some(SystemTime::now()) };
         self.snapshots.send_replace(Arc::new(snapshot));
     }
@@ -485,28 +484,27 @@ fn view_of(
         }
         return Some(view);
     };
-    let children: BTreeMap<&str, Child> = match found {
-        Found::Missing => BTreeMap::new(),
-        Found::Children(children) => children
-            .iter()
-            .map(|(name, record)| {
-                let child = match record {
-                    Err(reason) => Child::Skipped(reason.clone()),
-                    Ok(record) => match dns.lookup(&record.host) {
-                        Some(Ok(ip)) => policy::instance_of(name, record, ip),
-                        Some(Err(err)) => Child::Skipped(format!("cannot resolve host {:?}: {err}", record.host)),
-                        None => Child::Skipped(format!("resolving host {:?}", record.host)),
-                    },
-                };
-                (name.as_str(), child)
-            })
-            .collect(),
-    };
     let found = match found {
         Found::Missing => policy::Found::Missing,
-        Found::Children(_) => policy::Found::Children(children.iter().map(|(n, c)| (*n, c)).collect()),
+        // In name order (the core's map), as the policy needs.
+        Found::Children(children) => policy::Found::Children(
+            children
+                .iter()
+                .map(|(name, record)| {
+                    let child = match &**record {
+                        Err(reason) => Child::Skipped(reason.clone()),
+                        Ok(record) => match dns.lookup(&record.host) {
+                            Some(Ok(ip)) => policy::instance_of(name, record, ip),
+                            Some(Err(err)) => Child::Skipped(format!("cannot resolve host {:?}: {err}", record.host)),
+                            None => Child::Skipped(format!("resolving host {:?}", record.host)),
+                        },
+                    };
+                    (&**name, child)
+                })
+                .collect(),
+        ),
     };
-    Some(policy::view(service, &found, previous))
+    Some(policy::view(service, found, previous))
 }
 
 /// Performs one read; returns its outcome (and, for a persistent watch, the watcher).
@@ -549,7 +547,7 @@ async fn perform(
             Ok((data, _)) => (Outcome::Data(data), None),
             Err(err) => (failed(err), None),
         },
-        Read::Data { path: index, child, watch: true } => {
+        Read::Data { path: index, child, watch: true, .. } => {
             match client.get_and_watch_data(&child_path(&path, child)).await {
                 Ok((data, _, watcher)) => {
                     forward_oneshot(watcher, events, Event::ChildChanged { path: *index, child: child.clone() });

@@ -76,31 +76,31 @@ pub enum Found<'a> {
     /// The path does not exist.
     Missing,
     /// The path's children, by name (sorted, so the oldest sequence comes first per host).
-    Children(Vec<(&'a str, &'a Child)>),
+    Children(Vec<(&'a str, Child)>),
 }
 
 /// The service as the proxy should see it.
-pub fn view(service: &ServiceConfig, found: &Found<'_>, previous: Option<&ServiceView>) -> ServiceView {
+pub fn view(service: &ServiceConfig, found: Found<'_>, previous: Option<&ServiceView>) -> ServiceView {
     let mut problems = Vec::new();
     let mut instances: Vec<Instance> = Vec::new();
     let mut seen = BTreeSet::new();
-    if let Found::Children(children) = found {
-        for (name, child) in children {
-            match child {
-                Child::Skipped(reason) => problems.push(format!("{name}: {reason}")),
-                Child::Usable { instance, notes } => {
-                    problems.extend(notes.iter().cloned());
-                    if service.label_filters.iter().all(|f| f.matches(&instance.labels))
-                        && seen.insert(instance.endpoint)
-                    {
-                        instances.push(instance.clone());
+    match found {
+        Found::Children(children) => {
+            for (name, child) in children {
+                match child {
+                    Child::Skipped(reason) => problems.push(format!("{name}: {reason}")),
+                    Child::Usable { instance, notes } => {
+                        problems.extend(notes);
+                        if service.label_filters.iter().all(|f| f.matches(&instance.labels))
+                            && seen.insert(instance.endpoint)
+                        {
+                            instances.push(instance);
+                        }
                     }
                 }
             }
         }
-    }
-    if matches!(found, Found::Missing) {
-        problems.push(format!("{} does not exist", service.zk_path));
+        Found::Missing => problems.push(format!("{} does not exist", service.zk_path)),
     }
     let defaults = || service.default_servers.iter().map(|&endpoint| default_instance(endpoint));
     let source = if !instances.is_empty() {
@@ -177,7 +177,7 @@ mod tests {
         let good =
             usable("a_0000000001", r#"{"host":"10.0.0.1","port":80,"weight":300,"haproxy_server_options":"backup"}"#);
         let bad = Child::Skipped("record has no `port`".into());
-        let view = view(&service(""), &Found::Children(vec![("a_0000000001", &good), ("b_0000000002", &bad)]), None);
+        let view = view(&service(""), Found::Children(vec![("a_0000000001", good), ("b_0000000002", bad)]), None);
         assert_eq!(endpoints(&view), ["10.0.0.1:80"]);
         assert_eq!(view.instances[0].weight, 256);
         assert_eq!(view.source, Source::Discovered);
@@ -192,11 +192,11 @@ mod tests {
         let a1 = usable("a_0000000001", r#"{"host":"10.0.0.1","port":80,"labels":{"az":"x"}}"#);
         let a2 = usable("a_0000000007", r#"{"host":"10.0.0.1","port":80,"labels":{"az":"x"},"weight":9}"#);
         let b = usable("b_0000000002", r#"{"host":"10.0.0.2","port":80,"labels":{"az":"y"}}"#);
-        let found = Found::Children(vec![("a_0000000001", &a1), ("a_0000000007", &a2), ("b_0000000002", &b)]);
-        let all = view(&service(""), &found, None);
+        let found = Found::Children(vec![("a_0000000001", a1), ("a_0000000007", a2), ("b_0000000002", b)]);
+        let all = view(&service(""), found.clone(), None);
         assert_eq!(endpoints(&all), ["10.0.0.1:80", "10.0.0.2:80"]);
         assert_eq!(all.instances[0].weight, 1, "the oldest znode wins");
-        let filtered = view(&service("label_filters = [{ label = \"az\", value = \"x\" }]"), &found, None);
+        let filtered = view(&service("label_filters = [{ label = \"az\", value = \"x\" }]"), found, None);
         assert_eq!(endpoints(&filtered), ["10.0.0.1:80"]);
     }
 
@@ -204,23 +204,23 @@ mod tests {
     fn empty_paths_keep_the_previous_instances_or_use_defaults() {
         let a = usable("a_0000000001", r#"{"host":"10.0.0.1","port":80}"#);
         let keep = service("default_servers = [\"10.9.9.9:80\"]");
-        let discovered = view(&keep, &Found::Children(vec![("a_0000000001", &a)]), None);
-        let empty = view(&keep, &Found::Children(vec![]), Some(&discovered));
+        let discovered = view(&keep, Found::Children(vec![("a_0000000001", a.clone())]), None);
+        let empty = view(&keep, Found::Children(vec![]), Some(&discovered));
         assert_eq!((empty.source, endpoints(&empty)), (Source::Previous, vec!["10.0.0.1:80".to_string()]));
-        let still = view(&keep, &Found::Missing, Some(&empty));
+        let still = view(&keep, Found::Missing, Some(&empty));
         assert_eq!(still.source, Source::Previous);
         assert!(still.problems[0].contains("/web does not exist"));
         // Nothing discovered yet: the defaults.
-        let cold = view(&keep, &Found::Children(vec![]), None);
+        let cold = view(&keep, Found::Children(vec![]), None);
         assert_eq!((cold.source, endpoints(&cold)), (Source::Defaults, vec!["10.9.9.9:80".to_string()]));
         // `on_empty = "empty"`: the defaults, or nothing.
         let emptying = service("on_empty = \"empty\"");
-        let gone = view(&emptying, &Found::Children(vec![]), Some(&discovered));
+        let gone = view(&emptying, Found::Children(vec![]), Some(&discovered));
         assert_eq!((gone.source, gone.instances.len()), (Source::Empty, 0));
         // Defaults alongside discovered instances.
         let both = view(
             &service("default_servers = [\"10.9.9.9:80\"]\nkeep_default_servers = true"),
-            &Found::Children(vec![("a_0000000001", &a)]),
+            Found::Children(vec![("a_0000000001", a.clone())]),
             None,
         );
         assert_eq!(endpoints(&both), ["10.0.0.1:80", "10.9.9.9:80"]);

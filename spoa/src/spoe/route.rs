@@ -275,7 +275,7 @@ zk_path = "/cdn"
             .iter()
             .map(|(name, instances)| {
                 (
-                    (*name).to_owned(),
+                    (*name).into(),
                     Arc::new(ServiceView {
                         instances: instances.clone(),
                         source: Source::Discovered,

@@ -9,7 +9,12 @@ use proptest::prelude::*;
 use super::*;
 
 const PATHS: [&str; 2] = ["/svc/a", "/svc/b"];
-const CHILDREN: [&str; 3] = ["c1_0000000001", "c2_0000000002", "c3_0000000003"];
+/// The third carries its record in its name (Nerve's path encoding): it is never read.
+const CHILDREN: [&str; 3] = [
+    "c1_0000000001",
+    "c2_0000000002",
+    "base64_60_eyJob3N0IjoiMTAuMC4wLjMiLCJwb3J0Ijo4MDgwLCJuYW1lIjoiZW5jIn0=_0000000003",
+];
 /// A child whose ACL denies reading (its name is in neither path until created).
 const DENIED: &str = "denied_0000000009";
 
@@ -76,11 +81,11 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         1 => (0..2usize).prop_map(Step::Create),
         1 => (0..2usize).prop_map(Step::DeletePath),
-        3 => (0..2usize, 0..2usize).prop_map(|(p, c)| Step::CreateChild(p, c)),
+        3 => (0..2usize, 0..3usize).prop_map(|(p, c)| Step::CreateChild(p, c)),
         1 => (0..2usize).prop_map(Step::CreateDenied),
-        1 => (0..2usize, 0..2usize).prop_map(|(p, c)| Step::DeleteChild(p, c)),
-        4 => (0..2usize, 0..2usize, 1..5u16).prop_map(|(p, c, d)| Step::SetData(p, c, d)),
-        2 => (0..2usize, 0..2usize, 1..5u16).prop_map(|(p, c, d)| Step::SetDataWhileAway(p, c, d)),
+        1 => (0..2usize, 0..3usize).prop_map(|(p, c)| Step::DeleteChild(p, c)),
+        4 => (0..2usize, 0..3usize, 1..5u16).prop_map(|(p, c, d)| Step::SetData(p, c, d)),
+        2 => (0..2usize, 0..3usize, 1..5u16).prop_map(|(p, c, d)| Step::SetDataWhileAway(p, c, d)),
         3 => Just(Step::Quiesce),
         2 => Just(Step::DeliverEventFirst),
         6 => Just(Step::Process),
@@ -170,6 +175,7 @@ impl Sim {
     /// Takes the changed views, as the shell does, and checks that what it then holds is
     /// every view: no change goes unreported.
     fn follow(&mut self) {
+        self.core.check_index();
         for (i, view) in self.core.changed_views() {
             self.followed[i] = view;
         }
@@ -308,7 +314,10 @@ impl Sim {
                     None => Outcome::Missing { appeared: false },
                 }
             }
-            Read::Data { path, child, watch } => match self.zk.nodes.get(path).and_then(|n| n.get(child)) {
+            Read::Data { child, .. } if policy::encoded_in_name(child) => {
+                panic!("a child whose name carries its record was read: {child}")
+            }
+            Read::Data { path, child, watch, .. } => match self.zk.nodes.get(path).and_then(|n| n.get(child)) {
                 Some(_) if child == DENIED => Outcome::Failed(Failure::NoAuth),
                 Some(data) => {
                     if *watch {
@@ -418,7 +427,7 @@ impl Sim {
                             } else {
                                 policy::record_of(name, Some(data))
                             };
-                            (name.clone(), record)
+                            (Arc::from(name.as_str()), Arc::new(record))
                         })
                         .collect(),
                 ),
@@ -514,7 +523,7 @@ fn a_watch_answered_on_an_earlier_connection_is_added_again() {
 fn ports(core: &Core) -> BTreeMap<String, u16> {
     match core.views()[0].found.clone() {
         Some(Found::Children(children)) => {
-            children.into_iter().filter_map(|(n, r)| r.ok().map(|r| (n, r.port))).collect()
+            children.iter().filter_map(|(n, r)| (**r).as_ref().ok().map(|r| (n.to_string(), r.port))).collect()
         }
         other => panic!("{other:?}"),
     }
@@ -524,13 +533,52 @@ fn ports(core: &Core) -> BTreeMap<String, u16> {
 fn one_event_one_read_and_no_listing() {
     let (mut core, now) = watching(&[("a_0000000001", 80), ("b_0000000002", 81)]);
     core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
-    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "a_0000000001".into(), watch: false }]);
+    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "a_0000000001".into(), watch: false, generation: 1 }]);
     core.event(Event::Created("/svc/a/c_0000000003".into()));
-    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "c_0000000003".into(), watch: false }]);
+    assert_eq!(core.reads(now), [Read::Data { path: 0, child: "c_0000000003".into(), watch: false, generation: 3 }]);
     // Deeper nodes and other paths are not this path's children.
     core.event(Event::Created("/svc/a/c_0000000003/deeper".into()));
     core.event(Event::Created("/svc/ab/x".into()));
     assert!(core.reads(now).is_empty());
+}
+
+/// A child being read, then deleted and created again under the same name: the core, the
+/// first read (for the old child) and the second one (for the new child), both in flight.
+fn recreated_while_read() -> (Core, Instant, Read, Read) {
+    let x = "/svc/a/a_0000000001";
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::DataChanged(x.into()));
+    let first = core.reads(now).remove(0);
+    core.event(Event::Deleted(x.into()));
+    core.event(Event::Created(x.into()));
+    let second = core.reads(now);
+    assert_eq!(second.len(), 1, "the new child is read");
+    (core, now, first, second[0].clone())
+}
+
+/// A child deleted and created again under the same name while its read is in flight is
+/// another child: the first read's answer, whatever it is, counts for neither.
+#[test]
+fn an_answer_for_a_child_deleted_and_created_again_counts_for_neither() {
+    let (mut core, now, first, second) = recreated_while_read();
+    // The first read's answer (the old child's data) comes after the second read left.
+    core.done(first, Outcome::Data(record(80)), now);
+    assert!(core.reads(now).is_empty());
+    // The second one is lost: the new child is read again after the backoff.
+    core.done(second, Outcome::Failed(Failure::Lost("reset".into())), now);
+    let later = now + Duration::from_secs(3);
+    let third = core.reads(later);
+    assert_eq!(third.len(), 1, "the new child is read again");
+    core.done(third[0].clone(), Outcome::Data(record(81)), later);
+    assert!(core.quiet());
+    assert_eq!(ports(&core)["a_0000000001"], 81);
+
+    // The first read found the old child gone: that says nothing of the new one.
+    let (mut core, now, first, second) = recreated_while_read();
+    core.done(first, Outcome::Failed(Failure::NoNode), now);
+    core.done(second, Outcome::Data(record(82)), now);
+    assert!(core.quiet());
+    assert_eq!(ports(&core).get("a_0000000001"), Some(&82));
 }
 
 #[test]
@@ -585,7 +633,7 @@ fn an_unreadable_child_is_that_childs_problem_and_an_unreadable_path_keeps_its_s
     let read = core.reads(now).remove(0);
     core.done(read, Outcome::Failed(Failure::NoAuth), now);
     let Some(Found::Children(children)) = core.views()[0].found.clone() else { panic!() };
-    assert!(children["b_0000000002"].as_ref().is_err_and(|e| e.contains("ACL")));
+    assert!(children["b_0000000002"].as_ref().as_ref().is_err_and(|e| e.contains("ACL")));
     assert!(children["a_0000000001"].is_ok());
     // Read again later, not before.
     assert!(core.reads(now + Duration::from_secs(1)).is_empty());
@@ -622,6 +670,77 @@ fn names_that_carry_their_record_need_no_data_read() {
     core.event(Event::DataChanged(format!("/svc/a/{name}")));
     assert!(core.reads(now).is_empty());
     assert_eq!(ports(&core)[&name], 8080);
+}
+
+/// After a reconnection, a new session, or the fall back to one-shot watches, a path whose
+/// children carry their record in their names is one listing: no child's data is read.
+#[test]
+fn a_re_read_lists_names_that_carry_their_record_and_reads_none_of_them() {
+    use base64::Engine as _;
+    let json = r#"{"host":"10.0.0.2","port":8080,"name":"enc"}"#;
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode(json);
+    let name = format!("base64_{}_{encoded}_0000000001", encoded.len());
+    for (mode, session) in [(Mode::Persistent, 7), (Mode::Persistent, 8), (Mode::Oneshot, 7), (Mode::Oneshot, 8)] {
+        let (mut core, now) = watching(&[]);
+        core.event(Event::Created(format!("/svc/a/{name}")));
+        assert!(core.reads(now).is_empty());
+        if mode == Mode::Oneshot {
+            // A server that refuses `addWatch` after a reconnection.
+            core.disconnected();
+            core.connected(7, now, 0.0);
+            let watch = core.reads(now).remove(0);
+            core.done(watch, Outcome::Failed(Failure::Unimplemented), now);
+            assert_eq!(core.mode(), Mode::Oneshot);
+            let reads = core.reads(now);
+            assert_eq!(reads, [Read::List { path: 0, watch: true }], "after the fall back");
+            core.done(reads[0].clone(), Outcome::Listed(vec![name.clone()]), now);
+        }
+        if session != 7 {
+            core.expired();
+        } else {
+            core.disconnected();
+        }
+        core.connected(session, now, 0.0);
+        let mut reads = core.reads(now);
+        if mode == Mode::Persistent {
+            assert_eq!(reads, [Read::Watch { path: 0, link: core.link() }], "{mode:?}, session {session}");
+            core.done(reads.remove(0), Outcome::Watching, now);
+            reads = core.reads(now);
+        }
+        let watch = mode == Mode::Oneshot;
+        assert_eq!(reads, [Read::List { path: 0, watch }], "{mode:?}, session {session}: one listing, no data");
+        core.done(reads.remove(0), Outcome::Listed(vec![name.clone()]), now);
+        assert!(core.reads(now).is_empty(), "{mode:?}, session {session}");
+        assert!(core.quiet());
+        assert_eq!(ports(&core)[&name], 8080);
+    }
+}
+
+/// A name that looks encoded but whose record does not decode falls back to the data.
+#[test]
+fn a_name_whose_record_does_not_decode_is_read_from_its_data() {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::URL_SAFE.encode("not a record");
+    let name = format!("base64_{}_{encoded}_0000000001", encoded.len());
+    assert!(policy::encoded_in_name(&name));
+    let (mut core, now) = watching(&[]);
+    core.event(Event::Created(format!("/svc/a/{name}")));
+    let reads = core.reads(now);
+    assert_eq!(reads, [Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 }]);
+    core.done(reads[0].clone(), Outcome::Data(record(90)), now);
+    assert_eq!(ports(&core)[&name], 90);
+    // Its data is what counts: a change of it is read, and so is the data after a reconnection.
+    core.event(Event::DataChanged(format!("/svc/a/{name}")));
+    let reads = core.reads(now);
+    assert_eq!(reads, [Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 }]);
+    core.done(reads[0].clone(), Outcome::Data(record(91)), now);
+    assert_eq!(ports(&core)[&name], 91);
+    core.disconnected();
+    core.connected(7, now, 0.0);
+    let watch = core.reads(now).remove(0);
+    core.done(watch, Outcome::Watching, now);
+    let data = Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 };
+    assert_eq!(core.reads(now), [Read::List { path: 0, watch: false }, data]);
 }
 
 #[test]
