@@ -206,9 +206,12 @@ fn a_reconnection_reads_a_path_encoded_tree_with_one_listing() {
     let reads = rig.spoa.metric("axon_spoa_zk_reads_total");
     let failures = rig.spoa.metric("axon_spoa_zk_read_failures_total");
     rig.cut_and_reconnect();
-    // The watch and the listing of the one path; a read cut by the reset (if one was in
-    // flight) is sent again.
-    let again = rig.spoa.metric("axon_spoa_zk_reads_total") - reads;
+    // The watch and the listing of the one path (read again: the watch is gone with the
+    // connection); a read cut by the reset (if one was in flight) is sent again.
+    let read_again = || rig.spoa.metric("axon_spoa_zk_reads_total") - reads;
+    wait::for_true("the path read again", SECOND * 5, || read_again() >= 2.0);
+    wait::for_true("every path read again", SECOND * 5, || rig.spoa.status()["zookeeper"]["state"] == "watching");
+    let again = read_again();
     let failed = rig.spoa.metric("axon_spoa_zk_read_failures_total") - failures;
     assert!(again - failed <= 2.0, "{again} reads after the reconnection ({failed} failed): children read");
     rig.wait_ready("web", &expected);

@@ -66,7 +66,7 @@ pub enum Read {
     List { path: usize, watch: bool },
     /// Read one child's data; with `watch` (one-shot mode), arm its data watch. `generation`
     /// names the child's incarnation (see [`Core::done`]).
-    Data { path: usize, child: String, watch: bool, generation: u64 },
+    Data { path: usize, child: Arc<str>, watch: bool, generation: u64 },
 }
 
 impl Read {
@@ -120,7 +120,7 @@ pub enum Event {
     /// One-shot mode: the children (or existence) watch of a path fired.
     ChildrenChanged { path: usize },
     /// One-shot mode: a child's data watch fired (its data changed, or it was deleted).
-    ChildChanged { path: usize, child: String },
+    ChildChanged { path: usize, child: Arc<str> },
 }
 
 /// The limits the core keeps to.
@@ -203,7 +203,8 @@ struct PathState {
     exists: bool,
     children: BTreeMap<Arc<str>, ChildState>,
     /// The children that may owe a read or a recheck: every one that does, and some that no
-    /// longer do (dropped when next looked at). Each turn looks at these, not at every child.
+    /// longer do or are gone (dropped when [`Core::reads`] next goes through the path). Each
+    /// turn looks at these, not at every child.
     owing: BTreeSet<Arc<str>>,
     list: Due,
     list_failures: u32,
@@ -220,24 +221,28 @@ impl PathState {
     /// The child `name` (added if new) owes a read of its data — unless its name carries its
     /// record.
     fn owe_child(&mut self, name: &str) {
-        let key = match self.children.get_key_value(name) {
-            Some((key, _)) => key.clone(),
-            None => {
-                let key: Arc<str> = Arc::from(name);
-                self.generations += 1;
-                self.children.insert(key.clone(), ChildState { generation: self.generations, ..ChildState::default() });
-                key
-            }
-        };
-        self.owe_again(key, |child| owe_data(name, child));
+        if !self.children.contains_key(name) {
+            self.generations += 1;
+            self.children.insert(Arc::from(name), ChildState { generation: self.generations, ..ChildState::default() });
+        }
+        self.owe_existing(name, |_| {});
     }
 
-    /// `owe` makes the child `key` owe a read (if it still is there), and the index knows it.
-    fn owe_again(&mut self, key: Arc<str>, owe: impl FnOnce(&mut ChildState)) {
+    /// The child `name`, if it is there, owes a read of its data (unless its name carries its
+    /// record), after `prepare`; the index knows it.
+    fn owe_existing(&mut self, name: &str, prepare: impl FnOnce(&mut ChildState)) {
+        let Some(key) = self.children.get_key_value(name).map(|(key, _)| key.clone()) else { return };
         if let Some(child) = self.children.get_mut(&key) {
-            owe(child);
+            prepare(child);
+            owe_data(&key, child);
             index_if_owing(&mut self.owing, &key, child);
         }
+    }
+
+    /// The path has no children (any more).
+    fn forget_children(&mut self) {
+        self.children.clear();
+        self.owing.clear();
     }
 
     /// Every child owes a read of its data again (a re-read); `unarm`: its one-shot watch is
@@ -458,7 +463,7 @@ impl Core {
             Event::Deleted(node) => self.for_node(&node, |path, child| match child {
                 None => {
                     path.exists = false;
-                    path.children.clear();
+                    path.forget_children();
                     // Listed again: it may have come back meanwhile (and then a creation
                     // event follows anyway).
                     path.list.owe();
@@ -469,10 +474,8 @@ impl Core {
                 }
             }),
             Event::DataChanged(node) => self.for_node(&node, |path, child| {
-                if let Some(name) = child
-                    && path.children.contains_key(name)
-                {
-                    path.owe_child(name);
+                if let Some(name) = child {
+                    path.owe_existing(name, |_| {});
                 }
             }),
             Event::ChildrenChanged { path } => {
@@ -485,15 +488,7 @@ impl Core {
             Event::ChildChanged { path, child } => {
                 if let Some(path) = self.paths.get_mut(path) {
                     path.changed = true;
-                }
-                if let Some(path) = self.paths.get_mut(path)
-                    && let Some((key, _)) = path.children.get_key_value(child.as_str())
-                {
-                    let name = key.clone();
-                    path.owe_again(key.clone(), |state| {
-                        state.armed = false;
-                        owe_data(&name, state);
-                    });
+                    path.owe_existing(&child, |state| state.armed = false);
                 }
             }
         }
@@ -572,7 +567,7 @@ impl Core {
                                 child.due = Due::InFlight { again: false };
                                 let watch = mode == Mode::Oneshot && !child.armed;
                                 let generation = child.generation;
-                                out.push(Read::Data { path: i, child: name.to_string(), watch, generation });
+                                out.push(Read::Data { path: i, child: name.clone(), watch, generation });
                                 *in_flight += 1;
                             }
                             child.owes()
@@ -675,7 +670,7 @@ impl Core {
                 path.armed = (path.armed || watch) && !was_again(path.list);
                 path.exists = false;
                 path.problem = None;
-                path.children.clear();
+                path.forget_children();
                 path.list = finish(path.list);
                 if appeared {
                     path.armed = false;
@@ -685,7 +680,7 @@ impl Core {
             (Read::List { .. }, Outcome::Failed(Failure::NoNode)) => {
                 path.exists = false;
                 path.problem = None;
-                path.children.clear();
+                path.forget_children();
                 path.list = finish(path.list);
             }
             (Read::List { .. }, Outcome::Failed(Failure::NoAuth)) => {
@@ -698,7 +693,7 @@ impl Core {
                 path.list = Due::Owed { at: Some(now + retry_delay(path.list_failures)) };
             }
             (Read::Data { child, watch, generation, .. }, outcome) => {
-                let Some(state) = path.children.get_mut(child.as_str()) else { return };
+                let Some(state) = path.children.get_mut(&*child) else { return };
                 if state.generation != generation {
                     // The child was deleted and created again since: this answer is about the
                     // one before, and the new one's own read is on its way.
@@ -708,12 +703,13 @@ impl Core {
                     Outcome::Data(data) => {
                         state.armed = (state.armed || watch) && !was_again(state.due);
                         state.failures = 0;
+                        state.recheck_at = None;
                         state.record = Some(Arc::new(policy::record_of(&child, Some(&data))));
                         state.due = finish(state.due);
                     }
                     Outcome::Failed(Failure::NoNode) => {
                         // Gone: its deletion event (or the next listing) removes it too.
-                        path.children.remove(child.as_str());
+                        path.children.remove(&*child);
                     }
                     Outcome::Failed(Failure::NoAuth) => {
                         state.record = Some(Arc::new(Err("ZooKeeper refuses to read it (ACL)".into())));
@@ -725,10 +721,8 @@ impl Core {
                         state.due = Due::Owed { at: Some(now + retry_delay(state.failures)) };
                     }
                 }
-                // Whatever it owes now, the index knows (it was there while in flight).
-                if let Some((key, state)) = path.children.get_key_value(child.as_str()) {
-                    index_if_owing(&mut path.owing, key, state);
-                }
+                // Whatever it owes now, the index knows: it has been there since the read left
+                // (a child in flight owes).
             }
             (Read::Watch { .. } | Read::List { .. }, _) => {
                 // An answer of the wrong kind: read again.

@@ -164,7 +164,7 @@ impl Sim {
             {
                 if up {
                     server.data_watches.remove(&key);
-                    server.channel.push_back(Msg::Event(Event::ChildChanged { path, child: c.to_owned() }));
+                    server.channel.push_back(Msg::Event(Event::ChildChanged { path, child: c.into() }));
                 } else {
                     *fired = true;
                 }
@@ -317,11 +317,11 @@ impl Sim {
             Read::Data { child, .. } if policy::encoded_in_name(child) => {
                 panic!("a child whose name carries its record was read: {child}")
             }
-            Read::Data { path, child, watch, .. } => match self.zk.nodes.get(path).and_then(|n| n.get(child)) {
-                Some(_) if child == DENIED => Outcome::Failed(Failure::NoAuth),
+            Read::Data { path, child, watch, .. } => match self.zk.nodes.get(path).and_then(|n| n.get(&**child)) {
+                Some(_) if &**child == DENIED => Outcome::Failed(Failure::NoAuth),
                 Some(data) => {
                     if *watch {
-                        self.server.data_watches.insert((*path, child.clone()), false);
+                        self.server.data_watches.insert((*path, child.to_string()), false);
                     }
                     Outcome::Data(data.clone())
                 }
@@ -358,7 +358,7 @@ impl Sim {
                     self.server.children_watches.insert(path, true);
                 }
                 Msg::Event(Event::ChildChanged { path, child }) => {
-                    self.server.data_watches.insert((path, child), true);
+                    self.server.data_watches.insert((path, child.to_string()), true);
                 }
                 Msg::Event(_) => {}
             }
@@ -384,7 +384,7 @@ impl Sim {
             self.server.data_watches.iter().filter(|(_, f)| **f).map(|(k, _)| k.clone()).collect();
         for (path, child) in fired {
             self.server.data_watches.remove(&(path, child.clone()));
-            self.server.channel.push_back(Msg::Event(Event::ChildChanged { path, child }));
+            self.server.channel.push_back(Msg::Event(Event::ChildChanged { path, child: child.into() }));
         }
     }
 
@@ -491,7 +491,7 @@ fn watching(children: &[(&str, u16)]) -> (Core, Instant) {
     core.done(Read::List { path: 0, watch: false }, Outcome::Listed(names), now);
     for read in core.reads(now) {
         let Read::Data { child, .. } = &read else { panic!("{read:?}") };
-        let port = children.iter().find(|(n, _)| n == child).map(|(_, p)| *p).unwrap();
+        let port = children.iter().find(|(n, _)| *n == &**child).map(|(_, p)| *p).unwrap();
         core.done(read.clone(), Outcome::Data(record(port)), now);
     }
     assert!(core.quiet());
@@ -573,12 +573,17 @@ fn an_answer_for_a_child_deleted_and_created_again_counts_for_neither() {
     assert!(core.quiet());
     assert_eq!(ports(&core)["a_0000000001"], 81);
 
-    // The first read found the old child gone: that says nothing of the new one.
-    let (mut core, now, first, second) = recreated_while_read();
-    core.done(first, Outcome::Failed(Failure::NoNode), now);
-    core.done(second, Outcome::Data(record(82)), now);
-    assert!(core.quiet());
-    assert_eq!(ports(&core).get("a_0000000001"), Some(&82));
+    // Whatever else the first read's answer says (the old child gone, refused, lost), it says
+    // nothing of the new one: no problem reported, nothing read again, now or later.
+    for answer in [Failure::NoNode, Failure::NoAuth, Failure::Lost("reset".into())] {
+        let (mut core, now, first, second) = recreated_while_read();
+        core.done(first, Outcome::Failed(answer.clone()), now);
+        core.done(second, Outcome::Data(record(82)), now);
+        assert!(core.quiet(), "{answer:?}");
+        assert_eq!(ports(&core).get("a_0000000001"), Some(&82), "{answer:?}");
+        assert!(core.reads(now + Duration::from_secs(60)).is_empty(), "{answer:?}: nothing owed");
+        core.check_index();
+    }
 }
 
 #[test]
@@ -638,6 +643,18 @@ fn an_unreadable_child_is_that_childs_problem_and_an_unreadable_path_keeps_its_s
     // Read again later, not before.
     assert!(core.reads(now + Duration::from_secs(1)).is_empty());
     assert_eq!(core.reads(now + Duration::from_secs(31)).len(), 1);
+
+    // Refused, then changed and read: it is readable now, and owes no recheck any more.
+    let (mut core, now) = watching(&[("a_0000000001", 80)]);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    let read = core.reads(now).remove(0);
+    core.done(read, Outcome::Failed(Failure::NoAuth), now);
+    core.event(Event::DataChanged("/svc/a/a_0000000001".into()));
+    let read = core.reads(now).remove(0);
+    core.done(read, Outcome::Data(record(86)), now);
+    assert_eq!(ports(&core)["a_0000000001"], 86);
+    assert_eq!(core.next_wake(now), None, "no recheck of a child read since");
+    assert!(core.reads(now + Duration::from_secs(31)).is_empty());
 
     let (mut core, now) = watching(&[("a_0000000001", 80)]);
     core.event(Event::Created("/svc/a".into()));
@@ -726,20 +743,20 @@ fn a_name_whose_record_does_not_decode_is_read_from_its_data() {
     let (mut core, now) = watching(&[]);
     core.event(Event::Created(format!("/svc/a/{name}")));
     let reads = core.reads(now);
-    assert_eq!(reads, [Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 }]);
+    assert_eq!(reads, [Read::Data { path: 0, child: name.as_str().into(), watch: false, generation: 1 }]);
     core.done(reads[0].clone(), Outcome::Data(record(90)), now);
     assert_eq!(ports(&core)[&name], 90);
     // Its data is what counts: a change of it is read, and so is the data after a reconnection.
     core.event(Event::DataChanged(format!("/svc/a/{name}")));
     let reads = core.reads(now);
-    assert_eq!(reads, [Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 }]);
+    assert_eq!(reads, [Read::Data { path: 0, child: name.as_str().into(), watch: false, generation: 1 }]);
     core.done(reads[0].clone(), Outcome::Data(record(91)), now);
     assert_eq!(ports(&core)[&name], 91);
     core.disconnected();
     core.connected(7, now, 0.0);
     let watch = core.reads(now).remove(0);
     core.done(watch, Outcome::Watching, now);
-    let data = Read::Data { path: 0, child: name.clone(), watch: false, generation: 1 };
+    let data = Read::Data { path: 0, child: name.as_str().into(), watch: false, generation: 1 };
     assert_eq!(core.reads(now), [Read::List { path: 0, watch: false }, data]);
 }
 
