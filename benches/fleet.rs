@@ -12,7 +12,8 @@
 //!
 //! Measured, per run: watches on the ensemble (`wchs`, all nodes); ZooKeeper requests per
 //! instance change (`mntr`'s `zk_packets_received`, all nodes, over 100 changes); the time
-//! until the last of the N sessions has each change (p50/p99 over 100 changes); the ensemble's
+//! until the last of the N sessions has each change (p50/p99 over 100 changes); the sessions'
+//! CPU per change (their threads' run time during the changes, less their idle rate); the ensemble's
 //! memory (its JVMs' resident size); and the recovery after the whole ensemble is down 30 s
 //! (every session expires): the time until all N are current again, the peak of outstanding
 //! requests (`mntr`, every 100 ms), and the reads that failed once the ensemble was restarting.
@@ -66,9 +67,9 @@ fn main() {
     }
     println!("\nDiscovery at fleet scale: {SERVICES} services × {INSTANCES} instances, three-node ensemble");
     println!(
-        "| znodes, watches, N | watches on the ensemble (per session) | requests per change (per session) | last of N has a change: p50 / p99 | ensemble memory | after 30 s down: all current after | peak outstanding | failed reads |"
+        "| znodes, watches, N | watches on the ensemble (per session) | requests per change (per session) | last of N has a change: p50 / p99 | sessions' CPU per change (per session) | ensemble memory | after 30 s down: all current after | peak outstanding | failed reads |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (run, measured) in &results {
         println!("{}", row(run, measured));
     }
@@ -76,7 +77,7 @@ fn main() {
 
 fn row(run: &Run, r: &Measured) -> String {
     format!(
-        "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {} MiB | {} | {} | {} |",
+        "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {:.0} µs | {} MiB | {} | {} | {} |",
         run.tree,
         run.watches,
         run.sessions,
@@ -86,6 +87,7 @@ fn row(run: &Run, r: &Measured) -> String {
         r.requests_per_change / run.sessions as f64,
         r.last_p50.as_secs_f64() * 1000.0,
         r.last_p99.as_secs_f64() * 1000.0,
+        r.cpu_per_change_us,
         r.memory_mib,
         r.recovery.map_or("not within 5 min".into(), |d| format!("{:.1} s", d.as_secs_f64())),
         r.peak_outstanding,
@@ -114,10 +116,27 @@ struct Measured {
     requests_per_change: f64,
     last_p50: Duration,
     last_p99: Duration,
+    /// The sessions' CPU per change, per session, in µs.
+    cpu_per_change_us: f64,
     memory_mib: u64,
     recovery: Option<Duration>,
     peak_outstanding: u64,
     failed_reads: f64,
+}
+
+/// The name of the threads that run the sessions.
+const SESSION_THREAD: &str = "fleet-session";
+
+/// The CPU seconds the sessions' threads have used so far (the kernel's exact run time).
+fn sessions_cpu() -> f64 {
+    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
+    let nanoseconds: u64 = tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == SESSION_THREAD))
+        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
+        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    nanoseconds as f64 / 1e9
 }
 
 fn record(service: usize, instance: usize, port: u16) -> String {
@@ -170,7 +189,12 @@ fn config(run: &Run, connect: &str) -> Config {
 }
 
 fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(SESSION_THREAD)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let shutdown = CancellationToken::new();
     let config = Arc::new(config(run, &ensemble.connect_string()));
     let started = Instant::now();
@@ -202,13 +226,15 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
 
     // The requests the sessions make while nothing changes (pings): subtracted below.
     let idle = Duration::from_secs(5);
-    let idle_before = packets(ensemble);
+    let (idle_before, idle_cpu_before) = (packets(ensemble), sessions_cpu());
     std::thread::sleep(idle);
     let idle_rate = (packets(ensemble) - idle_before) as f64 / idle.as_secs_f64();
+    let idle_cpu_rate = (sessions_cpu() - idle_cpu_before) / idle.as_secs_f64();
     // Changes, one at a time: a new instance appears in service s7 (then goes again).
     let mut kazoo = Kazoo::connect(&ensemble.connect_string());
     let reads_before: f64 = followers.iter().map(|f| f.metrics.zk_reads.get() as f64).sum();
     let packets_before = packets(ensemble);
+    let cpu_before = sessions_cpu();
     let changes_started = Instant::now();
     let mut lasts = Vec::new();
     for n in 0..CHANGES {
@@ -233,6 +259,12 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
     let packets_during =
         (packets(ensemble) - packets_before) as f64 - idle_rate * changes_started.elapsed().as_secs_f64();
     let requests_per_change = packets_during / (2 * CHANGES) as f64 - 1.0;
+    // The sessions' own CPU for the changes, less what they use while nothing changes.
+    let cpu_during = sessions_cpu() - cpu_before - idle_cpu_rate * changes_started.elapsed().as_secs_f64();
+    let cpu_per_change_us = cpu_during * 1e6 / (2 * CHANGES * run.sessions) as f64;
+    println!(
+        "the sessions' CPU per change: {cpu_per_change_us:.1} µs per session (idle: {idle_cpu_rate:.3} of a core)"
+    );
     let reads: f64 = followers.iter().map(|f| f.metrics.zk_reads.get() as f64).sum::<f64>() - reads_before;
     println!(
         "{:.2} reads per change per session (the sessions' own count); {:.2} requests (mntr, less pings)",
@@ -332,6 +364,7 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
         requests_per_change,
         last_p50: at(0.50),
         last_p99: at(0.99),
+        cpu_per_change_us,
         memory_mib,
         recovery,
         peak_outstanding,

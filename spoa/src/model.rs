@@ -39,20 +39,25 @@ pub const MAX_WEIGHT: u16 = 256;
 /// The weight of an instance whose record has none (HAProxy's own default).
 pub const DEFAULT_WEIGHT: u16 = 1;
 
-/// One usable instance of a service.
+/// One usable instance of a service. Cheap to copy: each view of a service that did not change
+/// shares the instance's names and labels with the one before.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Instance {
     pub endpoint: Endpoint,
     /// 0–256 (clamped).
     pub weight: u16,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "no_labels")]
+    pub labels: Arc<BTreeMap<String, String>>,
     /// The record's `name` (the registering host's instance id).
     #[serde(default)]
-    pub name: String,
+    pub name: Arc<str>,
     /// The child znode it came from (empty for default servers).
     #[serde(default)]
-    pub znode: String,
+    pub znode: Arc<str>,
+}
+
+fn no_labels(labels: &Arc<BTreeMap<String, String>>) -> bool {
+    labels.is_empty()
 }
 
 impl Instance {
@@ -61,9 +66,9 @@ impl Instance {
         Instance {
             endpoint,
             weight,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-            name: String::new(),
-            znode: String::new(),
+            labels: Arc::new(labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            name: Arc::default(),
+            znode: Arc::default(),
         }
     }
 }

@@ -98,7 +98,7 @@ mod tests {
         let instance = Instance {
             endpoint: Endpoint::new([10, 0, 0, 1].into(), 80),
             weight: 3,
-            labels: BTreeMap::from([("az".into(), "a".into())]),
+            labels: Arc::new(BTreeMap::from([("az".into(), "a".into())])),
             name: "h1".into(),
             znode: "h1_0000000001".into(),
         };

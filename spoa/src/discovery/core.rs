@@ -291,8 +291,9 @@ pub type Shared = Arc<Result<Record, String>>;
 pub enum Found {
     /// The path does not exist.
     Missing,
-    /// Its children: name → record, or why it cannot be used.
-    Children(BTreeMap<Arc<str>, Shared>),
+    /// Its children in name order: name, and record or why it cannot be used. (A list, not a
+    /// map: made and compared once per change, looked up by no one.)
+    Children(Vec<(Arc<str>, Shared)>),
 }
 
 /// A path's state for its services: what was found, and what stops it being read now.

@@ -43,7 +43,7 @@ use self::dns::Dns;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::model::{ServiceConfig, ServiceView, Snapshot, Source};
-use policy::Child;
+use policy::Built;
 
 /// The longest a lookup may take.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,6 +114,8 @@ pub struct Discovery {
     forwarders: Vec<Option<AbortHandle>>,
     /// Per path: its view as last taken from the core.
     path_views: Vec<PathView>,
+    /// Per path: its children as last turned into instances.
+    built: Vec<Built>,
     /// Something changed since the views were last computed.
     dirty: bool,
     /// A name's answer changed since the views were last computed: every service is computed
@@ -162,6 +164,7 @@ impl Discovery {
             published: false,
             version: 0,
             path_views: vec![PathView { found: None, problem: None }; paths.len()],
+            built: paths.iter().map(|_| Built::default()).collect(),
             dirty: true,
             dns_changed: false,
         }
@@ -393,7 +396,7 @@ impl Discovery {
         for (i, view) in self.core.changed_views() {
             match &view.found {
                 Some(Found::Children(children)) => {
-                    let hosts = children.values().filter_map(|r| (**r).as_ref().ok()).map(|r| r.host.as_str());
+                    let hosts = children.iter().filter_map(|(_, r)| (**r).as_ref().ok()).map(|r| r.host.as_str());
                     self.dns.keep(i, hosts, now);
                 }
                 Some(Found::Missing) => self.dns.keep(i, [], now),
@@ -411,10 +414,10 @@ impl Discovery {
             if !every && !touched.contains(&self.service_path[i]) {
                 continue;
             }
-            let path = &self.path_views[self.service_path[i]];
-            let Some(view) =
-                view_of(service, &path.found, path.problem.as_deref(), self.views[i].as_deref(), &self.dns)
-            else {
+            let p = self.service_path[i];
+            let path = &self.path_views[p];
+            let previous = self.views[i].as_deref();
+            let Some(view) = view_of(service, path, previous, &mut self.built[p], &self.dns) else {
                 continue;
             };
             if self.views[i].as_deref() != Some(&view) {
@@ -469,14 +472,14 @@ impl Discovery {
 /// A service's view from its path's state: `None` to keep the previous one as it is.
 fn view_of(
     service: &ServiceConfig,
-    found: &Option<Found>,
-    problem: Option<&str>,
+    path: &PathView,
     previous: Option<&ServiceView>,
+    built: &mut Built,
     dns: &Dns,
 ) -> Option<ServiceView> {
-    let Some(found) = found else {
+    let Some(found) = &path.found else {
         // Not settled: the previous view stands, with the reason if the path cannot be read.
-        let problem = problem?;
+        let problem = path.problem.as_deref()?;
         let mut view = previous.cloned().unwrap_or_default();
         let problem = format!("{}: {problem}", service.zk_path);
         if !view.problems.contains(&problem) {
@@ -485,24 +488,12 @@ fn view_of(
         return Some(view);
     };
     let found = match found {
-        Found::Missing => policy::Found::Missing,
+        Found::Missing => {
+            *built = Built::default();
+            policy::Found::Missing
+        }
         // In name order (the core's map), as the policy needs.
-        Found::Children(children) => policy::Found::Children(
-            children
-                .iter()
-                .map(|(name, record)| {
-                    let child = match &**record {
-                        Err(reason) => Child::Skipped(reason.clone()),
-                        Ok(record) => match dns.lookup(&record.host) {
-                            Some(Ok(ip)) => policy::instance_of(name, record, ip),
-                            Some(Err(err)) => Child::Skipped(format!("cannot resolve host {:?}: {err}", record.host)),
-                            None => Child::Skipped(format!("resolving host {:?}", record.host)),
-                        },
-                    };
-                    (&**name, child)
-                })
-                .collect(),
-        ),
+        Found::Children(children) => policy::Found::Children(built.children(children, |host| dns.lookup(host))),
     };
     Some(policy::view(service, found, previous))
 }

@@ -9,10 +9,16 @@
 //! - No instance: with `on_empty = "keep"` the last discovered ones stay; otherwise (or with
 //!   none discovered yet) the default servers, if any; `keep_default_servers` adds the default
 //!   servers to discovered instances too.
+//! - A path's children are built into instances again only where their record or their
+//!   host's answer changed ([`Built`]).
 
 use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::sync::Arc;
 
 use axon_record::{ChildName, Record};
+
+use super::core::Shared;
 
 use crate::model::{DEFAULT_WEIGHT, Endpoint, Instance, MAX_WEIGHT, OnEmpty, ServiceConfig, ServiceView, Source};
 
@@ -45,7 +51,7 @@ pub enum Child {
 
 /// Turns a record whose host resolved to `ip` into an instance, with notes on what was
 /// changed or ignored.
-pub fn instance_of(child: &str, record: &Record, ip: std::net::IpAddr) -> Child {
+fn instance_of(child: &Arc<str>, record: &Record, ip: IpAddr) -> Child {
     let mut notes = Vec::new();
     let weight = match record.weight {
         None => DEFAULT_WEIGHT,
@@ -62,11 +68,89 @@ pub fn instance_of(child: &str, record: &Record, ip: std::net::IpAddr) -> Child 
         instance: Instance {
             endpoint: Endpoint::new(ip, record.port),
             weight,
-            labels: record.labels.clone().unwrap_or_default(),
-            name: record.name.clone(),
-            znode: child.to_owned(),
+            labels: Arc::new(record.labels.clone().unwrap_or_default()),
+            name: record.name.as_str().into(),
+            znode: child.clone(),
         },
         notes,
+    }
+}
+
+/// What a host name resolves to: an address, why not, or `None` while it is being looked up.
+pub type Answer = Option<Result<IpAddr, String>>;
+
+/// A path's children as last turned into [`Child`]ren, so that a change builds again only the
+/// children it touched: the others are copied (their instances share names and labels).
+#[derive(Debug, Default)]
+pub struct Built {
+    /// In name order, as the path's children.
+    children: Vec<(Arc<str>, BuiltChild)>,
+}
+
+#[derive(Debug)]
+struct BuiltChild {
+    /// The record it was built from (the same one, not an equal one).
+    record: Shared,
+    /// What its host resolved to then; `None` for an IP literal (or no record), which never
+    /// changes.
+    answer: Option<Answer>,
+    child: Child,
+}
+
+impl BuiltChild {
+    fn new(name: &Arc<str>, record: &Shared, lookup: &impl Fn(&str) -> Answer) -> BuiltChild {
+        let (answer, child) = match &**record {
+            Err(reason) => (None, Child::Skipped(reason.clone())),
+            Ok(r) => match r.host.parse::<IpAddr>() {
+                Ok(ip) => (None, instance_of(name, r, ip)),
+                Err(_) => {
+                    let answer = lookup(&r.host);
+                    let child = match &answer {
+                        Some(Ok(ip)) => instance_of(name, r, *ip),
+                        Some(Err(err)) => Child::Skipped(format!("cannot resolve host {:?}: {err}", r.host)),
+                        None => Child::Skipped(format!("resolving host {:?}", r.host)),
+                    };
+                    (Some(answer), child)
+                }
+            },
+        };
+        BuiltChild { record: record.clone(), answer, child }
+    }
+
+    /// Whether it was built from this record and its host's current answer.
+    fn current(&self, record: &Shared, lookup: &impl Fn(&str) -> Answer) -> bool {
+        Arc::ptr_eq(&self.record, record)
+            && match (&self.answer, &**record) {
+                (Some(answer), Ok(r)) => lookup(&r.host) == *answer,
+                _ => true,
+            }
+    }
+}
+
+impl Built {
+    /// The children of `found` (a path's, in name order), each built from its record and what
+    /// `lookup` says of its host — again only where either changed since the last call.
+    pub fn children<'a>(
+        &mut self,
+        found: &'a [(Arc<str>, Shared)],
+        lookup: impl Fn(&str) -> Answer,
+    ) -> Vec<(&'a str, Child)> {
+        let mut before = std::mem::take(&mut self.children).into_iter().peekable();
+        let mut kept = Vec::with_capacity(found.len());
+        let mut out = Vec::with_capacity(found.len());
+        for (name, record) in found {
+            // Names are shared with the core: equal names are mostly the same one.
+            while before.next_if(|(b, _)| !Arc::ptr_eq(b, name) && b < name).is_some() {}
+            let built = before
+                .next_if(|(b, _)| b == name)
+                .map(|(_, built)| built)
+                .filter(|built| built.current(record, &lookup))
+                .unwrap_or_else(|| BuiltChild::new(name, record, &lookup));
+            out.push((&**name, built.child.clone()));
+            kept.push((name.clone(), built));
+        }
+        self.children = kept;
+        out
     }
 }
 
@@ -134,6 +218,7 @@ fn default_instance(endpoint: Endpoint) -> Instance {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::path::Path;
 
     use base64::Engine as _;
@@ -151,7 +236,7 @@ mod tests {
     fn usable(child: &str, json: &str) -> Child {
         let record = record_of(child, Some(json.as_bytes())).unwrap();
         let ip = record.host.parse().unwrap();
-        instance_of(child, &record, ip)
+        instance_of(&child.into(), &record, ip)
     }
 
     fn endpoints(view: &ServiceView) -> Vec<String> {
@@ -198,6 +283,69 @@ mod tests {
         assert_eq!(all.instances[0].weight, 1, "the oldest znode wins");
         let filtered = view(&service("label_filters = [{ label = \"az\", value = \"x\" }]"), found, None);
         assert_eq!(endpoints(&filtered), ["10.0.0.1:80"]);
+    }
+
+    fn instance(child: &Child) -> &Instance {
+        match child {
+            Child::Usable { instance, .. } => instance,
+            Child::Skipped(reason) => panic!("skipped: {reason}"),
+        }
+    }
+
+    fn list(found: &BTreeMap<Arc<str>, Shared>) -> Vec<(Arc<str>, Shared)> {
+        found.iter().map(|(n, r)| (n.clone(), r.clone())).collect()
+    }
+
+    #[test]
+    fn children_are_built_again_only_when_their_record_or_their_hosts_answer_changed() {
+        let shared = |json: &str| Arc::new(Record::from_json(json.as_bytes()).map_err(|e| e.to_string()));
+        let mut found: BTreeMap<Arc<str>, Shared> = BTreeMap::from([
+            ("a_0000000001".into(), shared(r#"{"host":"10.0.0.1","port":80,"name":"a"}"#)),
+            ("b_0000000002".into(), shared(r#"{"host":"b.internal","port":80,"name":"b"}"#)),
+            ("c_0000000003".into(), shared(r#"{"host":"10.0.0.3","port":80,"name":"c"}"#)),
+        ]);
+        let mut answer: Answer = Some(Ok("10.0.0.2".parse().unwrap()));
+        let mut built = Built::default();
+        let listed = list(&found);
+        let first = built.children(&listed, |_| answer.clone());
+        let names: Vec<&str> = first.iter().map(|(n, _)| *n).collect();
+        assert_eq!(names, ["a_0000000001", "b_0000000002", "c_0000000003"]);
+        let first: Vec<Instance> = first.iter().map(|(_, c)| instance(c).clone()).collect();
+        let same = |a: &Instance, b: &Instance| Arc::ptr_eq(&a.name, &b.name);
+
+        // Nothing changed: every instance is the one built before.
+        let listed = list(&found);
+        let again = built.children(&listed, |_| answer.clone());
+        assert!(again.iter().zip(&first).all(|((_, c), f)| same(instance(c), f)));
+
+        // One record changed (another one, though its name stays) and one child went: only
+        // the changed one is built again.
+        found.insert("a_0000000001".into(), shared(r#"{"host":"10.0.0.1","port":81,"name":"a"}"#));
+        found.remove("c_0000000003");
+        let listed = list(&found);
+        let changed = built.children(&listed, |_| answer.clone());
+        assert_eq!(changed.len(), 2);
+        assert_eq!(instance(&changed[0].1).endpoint.port, 81);
+        assert!(same(instance(&changed[1].1), &first[1]), "b is unchanged");
+
+        // The host's answer changed: b is built again with it; an unchanged answer keeps it.
+        answer = Some(Ok("10.0.0.7".parse().unwrap()));
+        let listed = list(&found);
+        let moved = built.children(&listed, |_| answer.clone());
+        assert_eq!(instance(&moved[1].1).endpoint.ip.to_string(), "10.0.0.7");
+        let listed = list(&found);
+        let kept = built.children(&listed, |_| answer.clone());
+        assert!(same(instance(&kept[1].1), instance(&moved[1].1)));
+        answer = None;
+        let listed = list(&found);
+        let pending = built.children(&listed, |_| answer.clone());
+        assert!(matches!(&pending[1].1, Child::Skipped(r) if r.contains("resolving")));
+
+        // A child that comes back is built from its record.
+        found.insert("c_0000000003".into(), shared(r#"{"host":"10.0.0.3","port":83,"name":"c"}"#));
+        let listed = list(&found);
+        let back = built.children(&listed, |_| answer.clone());
+        assert_eq!(instance(&back[2].1).endpoint.port, 83);
     }
 
     #[test]

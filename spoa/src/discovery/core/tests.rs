@@ -638,6 +638,7 @@ fn an_unreadable_child_is_that_childs_problem_and_an_unreadable_path_keeps_its_s
     let read = core.reads(now).remove(0);
     core.done(read, Outcome::Failed(Failure::NoAuth), now);
     let Some(Found::Children(children)) = core.views()[0].found.clone() else { panic!() };
+    let children: BTreeMap<Arc<str>, Shared> = children.into_iter().collect();
     assert!(children["b_0000000002"].as_ref().as_ref().is_err_and(|e| e.contains("ACL")));
     assert!(children["a_0000000001"].is_ok());
     // Read again later, not before.
