@@ -13,7 +13,8 @@
 //! Measured, per run: watches on the ensemble (`wchs`, all nodes); ZooKeeper requests per
 //! instance change (`mntr`'s `zk_packets_received`, all nodes, over 100 changes); the time
 //! until the last of the N sessions has each change (p50/p99 over 100 changes); the sessions'
-//! CPU per change (their threads' run time during the changes, less their idle rate); the ensemble's
+//! CPU per change (the run time of the runtime's threads and of the client's reactor thread
+//! during the changes, less their idle rate); the ensemble's
 //! memory (its JVMs' resident size); and the recovery after the whole ensemble is down 30 s
 //! (every session expires): the time until all N are current again, the peak of outstanding
 //! requests (`mntr`, every 100 ms), and the reads that failed once the ensemble was restarting.
@@ -124,18 +125,30 @@ struct Measured {
     failed_reads: f64,
 }
 
-/// The name of the threads that run the sessions.
+/// The runtime's threads.
+const SESSION_THREADS: usize = 2;
+/// The name of the runtime's threads, which run the sessions.
 const SESSION_THREAD: &str = "fleet-session";
+/// The thread of zookeeper-client's reactor (async-io's), which waits on the sessions' sockets
+/// and timers and wakes their tasks: the sessions' too (nothing else in this process uses it).
+const CLIENT_THREAD: &str = "async-io";
 
 /// The CPU seconds the sessions' threads have used so far (the kernel's exact run time).
 fn sessions_cpu() -> f64 {
     let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    let nanoseconds: u64 = tasks
-        .flatten()
-        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.trim() == SESSION_THREAD))
-        .filter_map(|task| std::fs::read_to_string(task.path().join("schedstat")).ok())
-        .filter_map(|stat| stat.split_whitespace().next()?.parse::<u64>().ok())
-        .sum();
+    let (mut threads, mut nanoseconds) = (0, 0);
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if [SESSION_THREAD, CLIENT_THREAD].contains(&comm.trim()) {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).expect("a thread's schedstat");
+            nanoseconds += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).expect("its run time");
+            threads += 1;
+        }
+    }
+    assert!(
+        threads > SESSION_THREADS,
+        "the sessions' threads and the client's are not where expected ({threads} found)"
+    );
     nanoseconds as f64 / 1e9
 }
 
@@ -190,7 +203,7 @@ fn config(run: &Run, connect: &str) -> Config {
 
 fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(SESSION_THREADS)
         .thread_name(SESSION_THREAD)
         .enable_all()
         .build()
@@ -261,6 +274,7 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
     let requests_per_change = packets_during / (2 * CHANGES) as f64 - 1.0;
     // The sessions' own CPU for the changes, less what they use while nothing changes.
     let cpu_during = sessions_cpu() - cpu_before - idle_cpu_rate * changes_started.elapsed().as_secs_f64();
+    assert!(cpu_during > 0.0, "the sessions used no CPU for the changes: the measure is broken");
     let cpu_per_change_us = cpu_during * 1e6 / (2 * CHANGES * run.sessions) as f64;
     println!(
         "the sessions' CPU per change: {cpu_per_change_us:.1} µs per session (idle: {idle_cpu_rate:.3} of a core)"

@@ -346,6 +346,24 @@ mod tests {
         let listed = list(&found);
         let back = built.children(&listed, |_| answer.clone());
         assert_eq!(instance(&back[2].1).endpoint.port, 83);
+
+        // A child that cannot be used is reported; one gone from the middle leaves the others
+        // as they were built.
+        let mut found: BTreeMap<Arc<str>, Shared> = BTreeMap::from([
+            ("a_0000000001".into(), shared(r#"{"host":"10.0.0.1","port":80,"name":"a"}"#)),
+            ("b_0000000002".into(), shared(r#"{"port":80}"#)),
+            ("c_0000000003".into(), shared(r#"{"host":"10.0.0.3","port":80,"name":"c"}"#)),
+        ]);
+        let mut built = Built::default();
+        let listed = list(&found);
+        let first = built.children(&listed, |_| None);
+        assert!(matches!(&first[1].1, Child::Skipped(r) if r.contains("host")), "{:?}", first[1].1);
+        let c = instance(&first[2].1).clone();
+        found.remove("b_0000000002");
+        let listed = list(&found);
+        let after = built.children(&listed, |_| None);
+        assert_eq!(after.iter().map(|(n, _)| *n).collect::<Vec<_>>(), ["a_0000000001", "c_0000000003"]);
+        assert!(same(instance(&after[1].1), &c), "c is the one built before");
     }
 
     #[test]
