@@ -19,11 +19,13 @@ use axon_harness::sample::Sample;
 use axon_harness::wait::{self, SECOND};
 use axon_harness::zk::{self, Ensemble};
 
-/// A service whose health is a file: present, up; absent, down (checked every 100 ms).
+/// A service whose health is a file: present, up; absent, down (checked every 100 ms; down
+/// after three failed checks, so that one check timed out on a loaded machine — a fork and
+/// exec past its 100 ms — does not take a healthy instance out while a test watches it).
 fn flagged(name: &str, port: u16, zk_path: &str, flag: &Path) -> String {
     format!(
         "[[service]]\nname = {name:?}\nhost = \"127.0.0.1\"\nport = {port}\nzk_path = {zk_path:?}\ncheck_interval = \"100ms\"\n\
-         [[service.checks]]\ntype = \"exec\"\ncommand = \"test -f {}\"\ntimeout = \"100ms\"\nrise = 1\nfall = 1\n",
+         [[service.checks]]\ntype = \"exec\"\ncommand = \"test -f {}\"\ntimeout = \"100ms\"\nrise = 1\nfall = 3\n",
         flag.display()
     )
 }
