@@ -28,6 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axon_harness::kazoo::Kazoo;
+use axon_harness::process;
 use axon_harness::wait;
 use axon_harness::zk::{self, Ensemble};
 use axon_spoa::Config;
@@ -135,21 +136,12 @@ const CLIENT_THREAD: &str = "async-io";
 
 /// The CPU seconds the sessions' threads have used so far (the kernel's exact run time).
 fn sessions_cpu() -> f64 {
-    let tasks = std::fs::read_dir("/proc/self/task").expect("/proc/self/task");
-    let (mut threads, mut nanoseconds) = (0, 0);
-    for task in tasks.flatten() {
-        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-        if [SESSION_THREAD, CLIENT_THREAD].contains(&comm.trim()) {
-            let stat = std::fs::read_to_string(task.path().join("schedstat")).expect("a thread's schedstat");
-            nanoseconds += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).expect("its run time");
-            threads += 1;
-        }
-    }
+    let (threads, run_time) = process::threads_cpu_time(std::process::id(), &[SESSION_THREAD, CLIENT_THREAD]);
     assert!(
         threads > SESSION_THREADS,
         "the sessions' threads and the client's are not where expected ({threads} found)"
     );
-    nanoseconds as f64 / 1e9
+    run_time.as_secs_f64()
 }
 
 fn record(service: usize, instance: usize, port: u16) -> String {

@@ -46,13 +46,26 @@ pub fn cpu_time(pid: i32) -> Duration {
     let mut nanoseconds: u64 = 0;
     for p in pids {
         let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else { continue };
-        for task in tasks.flatten() {
-            if let Ok(stat) = std::fs::read_to_string(task.path().join("schedstat")) {
-                nanoseconds += stat.split_whitespace().next().and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
-            }
-        }
+        nanoseconds += tasks.flatten().filter_map(|task| run_time(&task.path())).sum::<u64>();
     }
     Duration::from_nanos(nanoseconds)
+}
+
+/// The CPU time the threads of `pid` named one of `names` have used so far (`schedstat`, as
+/// [`cpu_time`]), and how many such threads there are.
+pub fn threads_cpu_time(pid: u32, names: &[&str]) -> (usize, Duration) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("reading /proc/<pid>/task");
+    let run_times: Vec<u64> = tasks
+        .flatten()
+        .filter(|task| std::fs::read_to_string(task.path().join("comm")).is_ok_and(|comm| names.contains(&comm.trim())))
+        .filter_map(|task| run_time(&task.path()))
+        .collect();
+    (run_times.len(), Duration::from_nanos(run_times.iter().sum()))
+}
+
+/// A thread's run time so far, in nanoseconds, from its `/proc/…/task/<tid>` directory.
+fn run_time(task: &Path) -> Option<u64> {
+    std::fs::read_to_string(task.join("schedstat")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 /// The share of one core `pid` (and its children) uses over the next `window`.

@@ -492,7 +492,7 @@ fn view_of(
             *built = Built::default();
             policy::Found::Missing
         }
-        // In name order (the core's map), as the policy needs.
+        // In name order (the core's list), as the policy needs.
         Found::Children(children) => policy::Found::Children(built.children(children, |host| dns.lookup(host))),
     };
     Some(policy::view(service, found, previous))
