@@ -25,8 +25,8 @@ test: deps
 	$(CARGO) build --workspace --bins
 	$(CARGO) test --workspace
 	$(MAKE) deb-test
-	.ci/build-haproxy-3.0
-	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.0/haproxy AXON_HAPROXY_VERSION=3.0.11 $(CARGO) test $(HAPROXY_TESTS)
+	.ci/fetch-haproxy 3.0
+	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.0/haproxy AXON_HAPROXY_VERSION=3.0. $(CARGO) test $(HAPROXY_TESTS)
 	.ci/fetch-haproxy 3.2
 	AXON_HAPROXY=$(CURDIR)/target/haproxy-3.2/haproxy AXON_HAPROXY_VERSION=3.2. $(CARGO) test $(HAPROXY_TESTS)
 	.ci/fetch-haproxy 3.4

@@ -20,7 +20,10 @@
 //! requests (`mntr`, every 100 ms), and the reads that failed once the ensemble was restarting.
 //!
 //! `AXON_FLEET` chooses the runs, as `tree:watches:N` separated by commas (default
-//! `encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000`).
+//! `encoded:persistent:100,encoded:oneshot:100,data:persistent:100,data:oneshot:100,encoded:persistent:1000`),
+//! each optionally followed by `:reads=R` and `:jitter=D` for the sessions' `[discovery]`
+//! `max_reads_in_flight` and `reread_jitter` (their defaults otherwise), as in
+//! `data:persistent:100:reads=8,data:persistent:100:reads=512`: how their defaults are chosen.
 //! Run with `cargo bench --bench fleet` (about 13 minutes for the default runs).
 
 use std::path::Path;
@@ -61,7 +64,7 @@ fn main() {
     populate(&ensemble);
     let mut results = Vec::new();
     for run in &runs {
-        println!("\n== {} tree, {} watches, N = {}", run.tree, run.watches, run.sessions);
+        println!("\n== {}", run.name());
         let measured = measure(&mut ensemble, run);
         // Each run's row at once, so a long run's predecessors are not lost with it.
         println!("{}", row(run, &measured));
@@ -79,10 +82,8 @@ fn main() {
 
 fn row(run: &Run, r: &Measured) -> String {
     format!(
-        "| {}, {}, {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {:.0} µs | {} MiB | {} | {} | {} |",
-        run.tree,
-        run.watches,
-        run.sessions,
+        "| {} | {} ({:.1}) | {:.0} ({:.2}) | {:.1} / {:.1} ms | {:.0} µs | {} MiB | {} | {} | {} |",
+        run.name(),
         r.watches,
         r.watches as f64 / run.sessions as f64,
         r.requests_per_change,
@@ -102,14 +103,45 @@ struct Run {
     tree: String,
     watches: String,
     sessions: usize,
+    /// `max_reads_in_flight`, unless the default.
+    reads: Option<u32>,
+    /// `reread_jitter`, unless the default.
+    jitter: Option<String>,
 }
 
 impl Run {
     fn parse(spec: &str) -> Run {
-        let parts: Vec<&str> = spec.split(':').collect();
-        let [tree, watches, n] = parts.as_slice() else { panic!("AXON_FLEET: {spec:?} is not tree:watches:N") };
-        assert!(matches!(*tree, "data" | "encoded") && matches!(*watches, "persistent" | "oneshot"), "{spec}");
-        Run { tree: (*tree).into(), watches: (*watches).into(), sessions: n.parse().expect("N") }
+        let usage = || panic!("AXON_FLEET: {spec:?} is not tree:watches:N[:reads=R][:jitter=D]");
+        let mut parts = spec.split(':');
+        let (Some(tree), Some(watches), Some(n)) = (parts.next(), parts.next(), parts.next()) else { usage() };
+        assert!(matches!(tree, "data" | "encoded") && matches!(watches, "persistent" | "oneshot"), "{spec}");
+        let mut run = Run {
+            tree: tree.into(),
+            watches: watches.into(),
+            sessions: n.parse().unwrap_or_else(|_| usage()),
+            reads: None,
+            jitter: None,
+        };
+        for part in parts {
+            match part.split_once('=') {
+                Some(("reads", r)) => run.reads = Some(r.parse().unwrap_or_else(|_| usage())),
+                Some(("jitter", d)) => run.jitter = Some(d.into()),
+                _ => usage(),
+            }
+        }
+        run
+    }
+
+    /// How the run is named in its row: tree, watches, N, and any setting not the default.
+    fn name(&self) -> String {
+        let mut name = format!("{}, {}, {}", self.tree, self.watches, self.sessions);
+        if let Some(reads) = self.reads {
+            name += &format!(", max_reads_in_flight {reads}");
+        }
+        if let Some(jitter) = &self.jitter {
+            name += &format!(", reread_jitter {jitter}");
+        }
+        name
     }
 }
 
@@ -185,10 +217,16 @@ fn config(run: &Run, connect: &str) -> Config {
     let services: String = (0..SERVICES)
         .map(|s| format!("[[service]]\nname = \"s{s}\"\nzk_path = \"/fleet/{}/s{s}\"\n\n", run.tree))
         .collect();
+    let mut discovery = format!("watches = {:?}\n", run.watches);
+    if let Some(reads) = run.reads {
+        discovery += &format!("max_reads_in_flight = {reads}\n");
+    }
+    if let Some(jitter) = &run.jitter {
+        discovery += &format!("reread_jitter = {jitter:?}\n");
+    }
     let text = format!(
         "[zookeeper]\nconnect = {connect:?}\nsession_timeout = {SESSION_TIMEOUT:?}\nreconnect_backoff_max = \"1s\"\n\n\
-         [haproxy]\nsocket = \"/nonexistent\"\n\n[discovery]\nwatches = {:?}\n\n{services}",
-        run.watches
+         [haproxy]\nsocket = \"/nonexistent\"\n\n[discovery]\n{discovery}\n{services}"
     );
     Config::parse(Path::new("fleet.toml"), &text).expect("the fleet configuration")
 }
@@ -327,7 +365,11 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
             if opened[i].is_none() && renewed(f, before) {
                 opened[i] = Some(back.elapsed());
             }
-            if current_at[i].is_none() && current(f, before) {
+            // Current since when; a session that falls back (its connection dropped, say) is
+            // current again only from its next time.
+            if !current(f, before) {
+                current_at[i] = None;
+            } else if current_at[i].is_none() {
                 current_at[i] = Some(back.elapsed());
             }
         }
@@ -337,8 +379,11 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
                 .max()
                 .unwrap_or(0),
         );
-        if followers.iter().zip(&sessions_before).all(|(f, b)| current(f, b)) {
-            break Some(back.elapsed());
+        // Every session current in this one pass: recovered when the last of them became so.
+        if let Some(last) =
+            current_at.iter().copied().collect::<Option<Vec<Duration>>>().and_then(|t| t.into_iter().max())
+        {
+            break Some(last);
         }
         if back.elapsed() > Duration::from_secs(300) {
             break None;

@@ -494,6 +494,26 @@ fn the_host_map_follows_instances_services_backends_and_haproxy() {
     rig.wait_spread("ghost", &["g1"]);
     assert_eq!(rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}"), 0.0);
     assert!(rig.spoa.status()["services"][2]["sync_problem"].is_null());
+
+    // Reloaded without it again: the new worker starts with ghost's entry from the file, and
+    // axon-spoa takes it out (a host mapped to a backend HAProxy lacks is that service's
+    // problem, reported again); web is untouched.
+    std::fs::write(rig.haproxy.config_path(), &config).unwrap();
+    let worker = rig.haproxy.worker_pid();
+    rig.spoa.proc.pause();
+    rig.haproxy.reload();
+    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
+    assert_eq!(rig.haproxy.host_map_entries(), all, "the reloaded worker's map, from the file");
+    rig.spoa.proc.resume();
+    wait::for_true("ghost.example unmapped", SECOND * 5, || rig.haproxy.host_map_entries() == web_only);
+    wait::for_true("ghost reported again", SECOND * 5, || {
+        rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}") == 1.0
+    });
+    assert_eq!(rig.spread("ghost", 2).keys().collect::<Vec<_>>(), ["HTTP 503"]);
+    rig.wait_spread("web", &["w1"]);
+    let file = std::fs::read_to_string(&map_file).unwrap();
+    let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(lines, ["web.example web/web", "web.example. web/web"]);
 }
 
 /// With HAProxy down and a drain pending, axon-spoa waits for it: under 2 % of a core over 5 s

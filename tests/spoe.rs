@@ -48,6 +48,11 @@ fn rig_with(idle_timeout: &str) -> Rig {
     let agent_proxy = Proxy::start(agent);
     let dir = HaproxyDir::new();
     std::fs::write(dir.trusted_sources(), "127.0.0.1\n").unwrap();
+    let spoa_dir = SpoaDir::new();
+    // The Lua view as shipped, so that its frontend is there for a client to name.
+    let lua = haproxy::shipped_config(&dir, "axon-lua.cfg")
+        .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", spoa_dir.status_port))
+        .replace("127.0.0.1:8405", &format!("127.0.0.1:{}", ports::free_port()));
     let config = "global\n    maxconn 200\n\n".to_owned()
         + &haproxy::axon_config(
             &dir,
@@ -57,9 +62,10 @@ fn rig_with(idle_timeout: &str) -> Rig {
         )
         + &format!(
             "\nlisten stats from axon-http\n    bind 127.0.0.1:{stats_port}\n    stats enable\n    stats uri /\n"
-        );
+        )
+        + "\n"
+        + &lua;
     let haproxy = dir.start(&config);
-    let spoa_dir = SpoaDir::new();
     let services: String = [("web", Some("web")), ("api", None), ("empty", None)]
         .iter()
         .map(|(name, backend)| {
@@ -201,6 +207,39 @@ fn unknown_services_and_services_without_instances_get_a_503_saying_why() {
     assert!(start.elapsed() < SECOND, "20 refusals took {:?}", start.elapsed());
 }
 
+/// `axon-dynamic` never connects without the agent's address and port, whatever routed the
+/// request there (a rule of the user's own, by mistake): without them HAProxy would connect to
+/// the request's own destination, its own frontend, in a loop until every connection slot is
+/// taken.
+#[test]
+fn axon_dynamic_refuses_a_request_without_the_agents_address_and_port() {
+    let dir = HaproxyDir::new();
+    let (port, nothing, address_only) = (ports::free_port(), ports::free_port(), ports::free_port());
+    let mistaken = |bind: u16, rule: &str| {
+        format!(
+            "\nfrontend mistaken-{bind} from axon-http\n    bind 127.0.0.1:{bind}\n{rule}    default_backend axon-dynamic\n"
+        )
+    };
+    let config = "global\n    maxconn 200\n\n".to_owned()
+        + &haproxy::axon_config(&dir, port, &[], None)
+        + &mistaken(nothing, "")
+        + &mistaken(address_only, "    http-request set-var(txn.axon.addr) str(127.0.0.1)\n");
+    let haproxy = dir.start(&config);
+    let curr_conns = || haproxy.info("CurrConns").and_then(|v| v.parse::<u64>().ok()).expect("CurrConns");
+    let baseline = curr_conns();
+    for bind in [nothing, address_only] {
+        for _ in 0..20 {
+            let start = Instant::now();
+            let response =
+                http::request(SocketAddr::from(([127, 0, 0, 1], bind)), "GET", "/", &[("Host", "web.example")])
+                    .unwrap_or_else(|e| panic!("port {bind}: {e}"));
+            assert_eq!((response.status, response.header("x-axon-reason")), (503, Some("no_instance_chosen")));
+            assert!(start.elapsed() < SECOND, "port {bind}: {:?}", start.elapsed());
+        }
+    }
+    wait::for_true(&format!("CurrConns back to {baseline}"), SECOND * 2, || curr_conns() <= baseline);
+}
+
 /// Every proxy name the shipped files declare (frontends, backends, listens, defaults).
 fn shipped_proxy_names() -> Vec<String> {
     let mut names = Vec::new();
@@ -278,7 +317,14 @@ fn no_client_chooses_a_backend_whether_the_agent_is_up_slow_or_stopped() {
                 response.header("x-axon-reason"),
                 response.body
             );
-            assert!(!response.body.contains("Statistics Report") && response.header("x-instance").is_none());
+            // Not the stats page, not the Lua view, not an instance.
+            assert!(
+                !response.body.contains("Statistics Report")
+                    && !response.body.contains("Axon-managed backends")
+                    && response.header("x-instance").is_none(),
+                "{state:?}: Host {host:?} was served: {}",
+                response.body
+            );
             assert!(start.elapsed() < SECOND, "{state:?}: Host {host:?} took {:?}", start.elapsed());
         }
         wait::for_true(&format!("{state:?}: CurrConns back to {baseline}"), SECOND * 2, || {

@@ -14,7 +14,8 @@
 //!   (length-prefixed frames; after the connect request, each starts with its xid and
 //!   opcode) and, at the next request of a given kind, forwards it and then black-holes,
 //!   closes or resets — so a test can lose exactly the reply of a create, or fail exactly the
-//!   watch set after it.
+//!   watch set after it — or holds it, and what follows on its connection, until released, so
+//!   a test can change ZooKeeper between two requests of a client.
 
 use std::io::{Read as _, Write as _};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -45,6 +46,8 @@ struct State {
     on_request: Mutex<Option<(Vec<i32>, Fault)>>,
     /// How many armed request faults fired.
     fired: AtomicU64,
+    /// A request held by [`Fault::Hold`] waits while this is set.
+    holding: AtomicBool,
     stop: AtomicBool,
     /// Streams to close when the proxy goes away.
     streams: Mutex<Vec<TcpStream>>,
@@ -65,6 +68,7 @@ impl Proxy {
             resets: AtomicU64::new(0),
             on_request: Mutex::new(None),
             fired: AtomicU64::new(0),
+            holding: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             streams: Mutex::new(Vec::new()),
         });
@@ -115,6 +119,11 @@ impl Proxy {
         *self.state.on_request.lock().unwrap_or_else(|e| e.into_inner()) = Some((opcodes.to_vec(), fault));
     }
 
+    /// Lets a request held by [`Fault::Hold`] go on.
+    pub fn release(&self) {
+        self.state.holding.store(false, Ordering::SeqCst);
+    }
+
     /// How many faults armed by [`Proxy::on_request`] fired so far.
     pub fn request_faults(&self) -> u64 {
         self.state.fired.load(Ordering::SeqCst)
@@ -151,6 +160,10 @@ pub enum Fault {
     /// A partition from then on, as [`Proxy::cut`] (the request reached the server; nothing
     /// comes back).
     Partition,
+    /// The request is not forwarded, nor anything after it on its connection, until
+    /// [`Proxy::release`] (a request that reaches the server late, after a change made
+    /// meanwhile).
+    Hold,
 }
 
 /// ZooKeeper's opcodes, as the proxy matches them.
@@ -279,6 +292,12 @@ fn relay(mut from: TcpStream, mut to: TcpStream, requests: bool, generation: u64
                     continue;
                 }
                 let fault = if requests { armed_fault(state, &framing.opcodes(&buf[..n])) } else { None };
+                if fault == Some(Fault::Hold) {
+                    // `armed_fault` set `holding` when the fault fired.
+                    while state.holding.load(Ordering::SeqCst) && !state.stop.load(Ordering::SeqCst) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
                 if fault == Some(Fault::BlackHole) {
                     // Before the request goes: its reply must not get through.
                     state.black_hole.store(true, Ordering::SeqCst);
@@ -335,8 +354,12 @@ fn armed_fault(state: &State, opcodes: &[i32]) -> Option<Fault> {
     if !matches {
         return None;
     }
+    let fault = armed.take().map(|(_, fault)| fault);
+    if fault == Some(Fault::Hold) {
+        state.holding.store(true, Ordering::SeqCst);
+    }
     state.fired.fetch_add(1, Ordering::SeqCst);
-    armed.take().map(|(_, fault)| fault)
+    fault
 }
 
 #[cfg(test)]

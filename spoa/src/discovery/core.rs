@@ -22,8 +22,8 @@
 //!    child whose name carries its record: rule 6); one-shot watches are restored by
 //!    ZooKeeper, so only the paths are listed again. A new session (after an expiry) owes
 //!    everything. The re-read starts after a jitter (so a fleet whose sessions all
-//!    ended together does not read at once) and keeps at most `max_in_flight` reads in flight;
-//!    meanwhile the last published state serves.
+//!    ended together does not read at once) and keeps at most `max_in_flight` reads in flight,
+//!    a listing counting as [`LISTING_COST`] of them; meanwhile the last published state serves.
 //! 4. **A fault stays where it is.** A child whose data cannot be read (its ACL denies it) is a
 //!    problem of that child; a path that cannot be listed keeps its previous state and reports
 //!    it; both are read again later. Every other path goes on.
@@ -69,10 +69,27 @@ pub enum Read {
     Data { path: usize, child: Arc<str>, watch: bool, generation: u64 },
 }
 
+/// What a listing counts for against `max_in_flight`. Its answer carries every child's name
+/// (with path encoding, every record: kilobytes where a data read's answer is a record), and a
+/// connection's answers come in order, so many listings in flight put all that ahead of the
+/// session's own pings. Measured with 1,000 sessions re-reading at once on a starved host
+/// (docs/benchmarks.md, herd control): with up to 64 listings in flight per session the client
+/// dropped 262 sessions' connections as silent; with `max_reads_in_flight = 8`, none; with 64
+/// and a listing counting as 8, 4.
+pub const LISTING_COST: usize = 8;
+
 impl Read {
     fn path(&self) -> usize {
         match self {
             Read::Watch { path, .. } | Read::List { path, .. } | Read::Data { path, .. } => *path,
+        }
+    }
+
+    /// What the read counts for against `max_in_flight`.
+    fn cost(&self) -> usize {
+        match self {
+            Read::List { .. } => LISTING_COST,
+            Read::Watch { .. } | Read::Data { .. } => 1,
         }
     }
 }
@@ -126,7 +143,8 @@ pub enum Event {
 /// The limits the core keeps to.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// At most this many reads in flight.
+    /// At most this many reads in flight, a listing counting as [`LISTING_COST`] (one read is
+    /// always let through: a limit under a listing's cost still lists, one path at a time).
     pub max_in_flight: usize,
     /// A re-read after a reconnection or a new session starts within this, at random.
     pub jitter: Duration,
@@ -136,7 +154,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Limits {
-        Limits { max_in_flight: 64, jitter: Duration::from_secs(1), recheck: Duration::from_secs(30) }
+        Limits {
+            max_in_flight: crate::config::DEFAULT_MAX_READS_IN_FLIGHT,
+            jitter: crate::config::DEFAULT_REREAD_JITTER,
+            recheck: Duration::from_secs(30),
+        }
     }
 }
 
@@ -316,6 +338,8 @@ pub struct Core {
     /// Reads wait until then after a reconnection or a new session (the jitter).
     not_before: Option<Instant>,
     in_flight: usize,
+    /// What the reads in flight count for against the limit (see [`Read::cost`]).
+    load: usize,
     /// Set when the server refused `addWatch`: the shell logs it once.
     fell_back: bool,
     /// Connections so far: a watch's answer from an earlier one is stale.
@@ -356,6 +380,7 @@ impl Core {
             session: None,
             not_before: None,
             in_flight: 0,
+            load: 0,
             fell_back: false,
             link: 0,
         }
@@ -425,6 +450,7 @@ impl Core {
         self.up = false;
         self.session = None;
         self.in_flight = 0;
+        self.load = 0;
         let unsent = |due: &mut Due| {
             if let Due::InFlight { .. } = due {
                 *due = Due::Owed { at: None };
@@ -538,47 +564,58 @@ impl Core {
                 }
             }
         }
+        // One read is always let through, whatever it costs: a limit under a listing's cost
+        // lists one path at a time rather than never.
+        let fits = |load: usize, cost: usize| load == 0 || load + cost <= max;
+        // A listing waiting for room goes before data reads: they would take every slot an
+        // answer frees, one at a time, and it would wait for all of them.
+        let mut listing_waits = false;
         // Watches first, then listings, then data.
         for pass in 0..3 {
             for (i, path) in self.paths.iter_mut().enumerate() {
-                if self.in_flight >= max {
+                if !fits(self.load, 1) {
                     return out;
                 }
-                match pass {
+                let read = match pass {
                     0 if mode == Mode::Persistent && ready(path.watching) => {
                         path.watching = Due::InFlight { again: false };
-                        out.push(Read::Watch { path: i, link: self.link });
-                        self.in_flight += 1;
+                        Read::Watch { path: i, link: self.link }
                     }
                     // In persistent mode a path is listed once its watch is there, so nothing
                     // happens between the listing and the watch unseen.
                     1 if ready(path.list) && (mode == Mode::Oneshot || path.watch_active) => {
+                        if !fits(self.load, LISTING_COST) {
+                            listing_waits = true;
+                            continue;
+                        }
                         path.list = Due::InFlight { again: false };
-                        out.push(Read::List { path: i, watch: mode == Mode::Oneshot && !path.armed });
-                        self.in_flight += 1;
+                        Read::List { path: i, watch: mode == Mode::Oneshot && !path.armed }
                     }
+                    2 if listing_waits => return out,
                     // Children too wait for the persistent watch: a change between a read
                     // and the watch would go unseen.
                     2 if mode == Mode::Oneshot || path.watch_active => {
                         let PathState { owing, children, .. } = path;
-                        let in_flight = &mut self.in_flight;
+                        let (in_flight, load) = (&mut self.in_flight, &mut self.load);
                         owing.retain(|name| {
                             let Some(child) = children.get_mut(name) else { return false };
-                            if *in_flight < max && ready(child.due) {
+                            if fits(*load, 1) && ready(child.due) {
                                 child.due = Due::InFlight { again: false };
                                 let watch = mode == Mode::Oneshot && !child.armed;
                                 let generation = child.generation;
                                 out.push(Read::Data { path: i, child: name.clone(), watch, generation });
                                 *in_flight += 1;
+                                *load += 1;
                             }
                             child.owes()
                         });
-                        if self.in_flight >= max {
-                            return out;
-                        }
+                        continue;
                     }
-                    _ => {}
-                }
+                    _ => continue,
+                };
+                self.in_flight += 1;
+                self.load += read.cost();
+                out.push(read);
             }
         }
         out
@@ -612,6 +649,7 @@ impl Core {
     /// A read's result.
     pub fn done(&mut self, read: Read, outcome: Outcome, now: Instant) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        self.load = self.load.saturating_sub(read.cost());
         // A watch added on an earlier connection went with it (rule 3), and the path's watch is
         // owed again on this one: its answer, whatever it is, changes nothing. (It can reach the
         // core after the reconnection: replies and link changes come by different ways.)

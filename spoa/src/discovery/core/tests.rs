@@ -109,9 +109,11 @@ struct Sim {
 }
 
 impl Sim {
-    fn new(mode: Mode, supports_add_watch: bool) -> Sim {
+    /// `max_in_flight` 3 puts a listing (which counts as 8) alone in flight; 17, two listings
+    /// beside a data read.
+    fn new(mode: Mode, supports_add_watch: bool, max_in_flight: usize) -> Sim {
         let paths: Vec<String> = PATHS.iter().map(|p| (*p).to_owned()).collect();
-        let limits = Limits { max_in_flight: 3, jitter: Duration::from_millis(50), recheck: Duration::from_secs(5) };
+        let limits = Limits { max_in_flight, jitter: Duration::from_millis(50), recheck: Duration::from_secs(5) };
         let mut sim = Sim {
             zk: Zk::default(),
             server: Server { supports_add_watch, session: 1, ..Server::default() },
@@ -436,8 +438,8 @@ impl Sim {
     }
 }
 
-fn run(mode: Mode, supports_add_watch: bool, steps: &[Step]) -> Result<(), TestCaseError> {
-    let mut sim = Sim::new(mode, supports_add_watch);
+fn run(mode: Mode, supports_add_watch: bool, max_in_flight: usize, steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut sim = Sim::new(mode, supports_add_watch, max_in_flight);
     for step in steps {
         sim.apply(step);
     }
@@ -456,22 +458,27 @@ fn run(mode: Mode, supports_add_watch: bool, steps: &[Step]) -> Result<(), TestC
     Ok(())
 }
 
+/// The core's read limit: a listing alone in flight, or beside other reads.
+fn limit() -> impl Strategy<Value = usize> {
+    prop_oneof![Just(3usize), Just(17usize)]
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
 
     #[test]
-    fn persistent_watches_end_with_zookeepers_state(steps in proptest::collection::vec(step(), 0..120)) {
-        run(Mode::Persistent, true, &steps)?;
+    fn persistent_watches_end_with_zookeepers_state(max in limit(), steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Persistent, true, max, &steps)?;
     }
 
     #[test]
-    fn one_shot_watches_end_with_zookeepers_state(steps in proptest::collection::vec(step(), 0..120)) {
-        run(Mode::Oneshot, true, &steps)?;
+    fn one_shot_watches_end_with_zookeepers_state(max in limit(), steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Oneshot, true, max, &steps)?;
     }
 
     #[test]
-    fn a_server_without_add_watch_falls_back_and_ends_with_its_state(steps in proptest::collection::vec(step(), 0..120)) {
-        run(Mode::Persistent, false, &steps)?;
+    fn a_server_without_add_watch_falls_back_and_ends_with_its_state(max in limit(), steps in proptest::collection::vec(step(), 0..120)) {
+        run(Mode::Persistent, false, max, &steps)?;
     }
 }
 
@@ -776,12 +783,96 @@ fn a_new_session_reads_within_the_jitter_and_never_more_than_the_limit_at_once()
     assert_eq!(core.next_wake(later), None, "the next reads wait for answers, not for a time");
 }
 
+/// A listing counts as [`LISTING_COST`] reads against the limit (its answer is every child's
+/// name), a data read as one; a limit under a listing's cost still lists, one path at a time.
+#[test]
+fn a_listing_counts_as_eight_reads_against_the_limit() {
+    let now = Instant::now();
+    let many: Vec<String> = (0..6).map(|i| format!("/svc/p{i}")).collect();
+    let children = |path: usize| -> Vec<String> { (0..20).map(|i| format!("c{path}x{i}_{i:010}")).collect() };
+    for (max, listings_at_once) in [(16, 2), (64, 6), (4, 1)] {
+        let limits = Limits { max_in_flight: max, jitter: Duration::ZERO, recheck: Duration::from_secs(30) };
+        let mut core = Core::new(&many, Mode::Persistent, limits);
+        core.connected(1, now, 0.0);
+        // Watches count one each.
+        let mut reads = core.reads(now);
+        assert_eq!(reads.len(), max.min(6), "max {max}");
+        while reads.iter().all(|r| matches!(r, Read::Watch { .. })) {
+            for read in reads {
+                core.done(read, Outcome::Watching, now);
+            }
+            reads = core.reads(now);
+        }
+        assert_eq!(reads.len(), listings_at_once, "max {max}: {reads:?}");
+        assert!(reads.iter().all(|r| matches!(r, Read::List { .. })));
+        assert!(core.reads(now).is_empty(), "max {max}: no room for another listing");
+        // Every listing answered: data reads fill the limit, one each (a listing, once owed,
+        // goes before them).
+        let mut data = Vec::new();
+        while let Some(read) = reads.pop() {
+            let Read::List { path, .. } = read else { panic!("{read:?}") };
+            core.done(read, Outcome::Listed(children(path)), now);
+            for next in core.reads(now) {
+                if matches!(next, Read::List { .. }) { reads.push(next) } else { data.push(next) }
+            }
+        }
+        let in_flight_at_end = core.in_flight();
+        assert_eq!(in_flight_at_end, data.len());
+        assert_eq!(data.len(), max.min(6 * 20), "max {max}: data reads at once");
+    }
+}
+
+/// After a reconnection every child of a data-carrying path owes its read again: a listing
+/// that does not fit waits for room, and data reads do not take the room answers free.
+#[test]
+fn a_listing_waiting_for_room_goes_before_data_reads() {
+    let now = Instant::now();
+    let two: Vec<String> = vec!["/svc/a".into(), "/svc/b".into()];
+    let limits = Limits { max_in_flight: 12, jitter: Duration::ZERO, recheck: Duration::from_secs(30) };
+    let mut core = Core::new(&two, Mode::Persistent, limits);
+    let names: Vec<String> = (0..20).map(|i| format!("c{i}_{i:010}")).collect();
+    // Everything read once: /svc/a with 20 children, /svc/b empty.
+    let settle = |core: &mut Core| {
+        for _ in 0..100 {
+            let reads = core.reads(now);
+            if reads.is_empty() {
+                break;
+            }
+            for read in reads {
+                let outcome = match &read {
+                    Read::Watch { .. } => Outcome::Watching,
+                    Read::List { path: 0, .. } => Outcome::Listed(names.clone()),
+                    Read::List { .. } => Outcome::Listed(Vec::new()),
+                    Read::Data { .. } => Outcome::Data(record(80)),
+                };
+                core.done(read, outcome, now);
+            }
+        }
+        assert!(core.quiet());
+    };
+    core.connected(1, now, 0.0);
+    settle(&mut core);
+    // A reconnection: watches, listings and every child's data are owed again.
+    core.disconnected();
+    core.connected(1, now, 0.0);
+    for watch in core.reads(now) {
+        core.done(watch, Outcome::Watching, now);
+    }
+    // One listing fits (8 of 12); the other waits, and no data read takes its room.
+    let reads = core.reads(now);
+    assert!(matches!(reads.as_slice(), [Read::List { path: 0, .. }]), "{reads:?}");
+    core.done(reads[0].clone(), Outcome::Listed(names.clone()), now);
+    let reads = core.reads(now);
+    assert!(matches!(reads.first(), Some(Read::List { path: 1, .. })), "the waiting listing first: {reads:?}");
+    assert_eq!(reads.len(), 1 + 4, "then data reads in the room left: {reads:?}");
+}
+
 #[test]
 fn a_change_made_while_disconnected_is_read_after_the_reconnection() {
     for mode in [Mode::Persistent, Mode::Oneshot] {
         let steps =
             [Step::Create(0), Step::CreateChild(0, 0), Step::Disconnect, Step::SetData(0, 0, 3), Step::Reconnect];
-        let mut sim = Sim::new(mode, true);
+        let mut sim = Sim::new(mode, true, 3);
         sim.settle();
         for step in &steps[..2] {
             sim.apply(step);
