@@ -318,14 +318,14 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
         requests_per_change / run.sessions as f64
     );
     lasts.sort();
-    let at = |q: f64| lasts[((lasts.len() as f64 * q) as usize).min(lasts.len() - 1)];
     // A slow change is the ensemble's when its write was slow too.
     writes.sort();
+    let ms = |sorted: &[Duration], q: f64| quantile(sorted, q).as_secs_f64() * 1000.0;
     println!(
         "the ensemble's part (kazoo's create, answered): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        writes[writes.len() / 2].as_secs_f64() * 1000.0,
-        writes[writes.len() * 99 / 100].as_secs_f64() * 1000.0,
-        writes[writes.len() - 1].as_secs_f64() * 1000.0
+        ms(&writes, 0.50),
+        ms(&writes, 0.99),
+        ms(&writes, 1.0)
     );
 
     // The whole ensemble down past the session timeout: every session expires.
@@ -423,14 +423,19 @@ fn measure(ensemble: &mut Ensemble, run: &Run) -> Measured {
     Measured {
         watches,
         requests_per_change,
-        last_p50: at(0.50),
-        last_p99: at(0.99),
+        last_p50: quantile(&lasts, 0.50),
+        last_p99: quantile(&lasts, 0.99),
         cpu_per_change_us,
         memory_mib,
         recovery,
         peak_outstanding,
         failed_reads,
     }
+}
+
+/// The `q` quantile of `sorted` (1.0: the largest).
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
 }
 
 /// The first, median and last of times (seconds), and how many never came.

@@ -20,9 +20,7 @@ fn the_status_view_shows_haproxys_servers_and_flags_drift() {
     let dir = HaproxyDir::new();
     let (port, admin_port) = (ports::free_port(), ports::free_port());
     let spoa_dir = SpoaDir::new();
-    let lua = haproxy::shipped_config(&dir, "axon-lua.cfg")
-        .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", spoa_dir.status_port))
-        .replace("127.0.0.1:8405", &format!("127.0.0.1:{admin_port}"));
+    let lua = haproxy::lua_config(&dir, spoa_dir.status_port, admin_port);
     let config =
         haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 3 }], None) + "\n" + &lua;
     let haproxy = dir.start(&config);

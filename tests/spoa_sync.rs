@@ -452,19 +452,25 @@ fn the_host_map_follows_instances_services_backends_and_haproxy() {
     wait::for_true("shop.example unmapped", SECOND * 5, || rig.haproxy.host_map_entries() == web_only);
     assert_eq!(rig.spread("shop", 2).keys().collect::<Vec<_>>(), ["HTTP 503"]);
     // The file holds it too, for a reload to start with.
-    let file = std::fs::read_to_string(&map_file).unwrap();
-    let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines, ["web.example web/web", "web.example. web/web"]);
+    let file_entries = || -> Vec<String> {
+        let file = std::fs::read_to_string(&map_file).unwrap();
+        file.lines().filter(|l| !l.starts_with('#')).map(str::to_owned).collect()
+    };
+    assert_eq!(file_entries(), ["web.example web/web", "web.example. web/web"]);
+    // A reload's new worker, and its map as it started: axon-spoa frozen meanwhile, so the
+    // entries come from the file it wrote, not from its repair.
+    let reload_frozen = |rig: &Rig| {
+        let worker = rig.haproxy.worker_pid();
+        rig.spoa.proc.pause();
+        rig.haproxy.reload();
+        wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
+        let from_file = rig.haproxy.host_map_entries();
+        rig.spoa.proc.resume();
+        from_file
+    };
 
-    // Reload: the new worker starts with the file's entries (axon-spoa frozen meanwhile, so
-    // they come from the file it wrote, not from its repair).
-    let worker = rig.haproxy.worker_pid();
-    rig.spoa.proc.pause();
-    rig.haproxy.reload();
-    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
-    let from_file = rig.haproxy.host_map_entries();
-    rig.spoa.proc.resume();
-    assert_eq!(from_file, web_only, "the reloaded worker's map, from the file");
+    // Reload: the new worker starts with the file's entries.
+    assert_eq!(reload_frozen(&rig), web_only, "the reloaded worker's map, from the file");
     // Restart from an empty file: axon-spoa puts the map back.
     std::fs::write(&map_file, "").unwrap();
     rig.haproxy.restart();
@@ -499,21 +505,14 @@ fn the_host_map_follows_instances_services_backends_and_haproxy() {
     // axon-spoa takes it out (a host mapped to a backend HAProxy lacks is that service's
     // problem, reported again); web is untouched.
     std::fs::write(rig.haproxy.config_path(), &config).unwrap();
-    let worker = rig.haproxy.worker_pid();
-    rig.spoa.proc.pause();
-    rig.haproxy.reload();
-    wait::for_true("the new worker", SECOND * 5, || rig.haproxy.worker_pid().is_some_and(|p| Some(p) != worker));
-    assert_eq!(rig.haproxy.host_map_entries(), all, "the reloaded worker's map, from the file");
-    rig.spoa.proc.resume();
+    assert_eq!(reload_frozen(&rig), all, "the reloaded worker's map, from the file");
     wait::for_true("ghost.example unmapped", SECOND * 5, || rig.haproxy.host_map_entries() == web_only);
     wait::for_true("ghost reported again", SECOND * 5, || {
         rig.spoa.metric("axon_spoa_backend_problems{service=\"ghost\"}") == 1.0
     });
     assert_eq!(rig.spread("ghost", 2).keys().collect::<Vec<_>>(), ["HTTP 503"]);
     rig.wait_spread("web", &["w1"]);
-    let file = std::fs::read_to_string(&map_file).unwrap();
-    let lines: Vec<&str> = file.lines().filter(|l| !l.starts_with('#')).collect();
-    assert_eq!(lines, ["web.example web/web", "web.example. web/web"]);
+    assert_eq!(file_entries(), ["web.example web/web", "web.example. web/web"]);
 }
 
 /// With HAProxy down and a drain pending, axon-spoa waits for it: under 2 % of a core over 5 s

@@ -50,9 +50,7 @@ fn rig_with(idle_timeout: &str) -> Rig {
     std::fs::write(dir.trusted_sources(), "127.0.0.1\n").unwrap();
     let spoa_dir = SpoaDir::new();
     // The Lua view as shipped, so that its frontend is there for a client to name.
-    let lua = haproxy::shipped_config(&dir, "axon-lua.cfg")
-        .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", spoa_dir.status_port))
-        .replace("127.0.0.1:8405", &format!("127.0.0.1:{}", ports::free_port()));
+    let lua = haproxy::lua_config(&dir, spoa_dir.status_port, ports::free_port());
     let config = "global\n    maxconn 200\n\n".to_owned()
         + &haproxy::axon_config(
             &dir,
@@ -150,10 +148,6 @@ impl Rig {
         });
     }
 
-    fn curr_conns(&self) -> u64 {
-        self.haproxy.info("CurrConns").and_then(|v| v.parse().ok()).expect("CurrConns in show info")
-    }
-
     fn notifies(&self) -> f64 {
         self.spoa.metric("axon_spoa_spoe_notifies_total")
     }
@@ -225,8 +219,7 @@ fn axon_dynamic_refuses_a_request_without_the_agents_address_and_port() {
         + &mistaken(nothing, "")
         + &mistaken(address_only, "    http-request set-var(txn.axon.addr) str(127.0.0.1)\n");
     let haproxy = dir.start(&config);
-    let curr_conns = || haproxy.info("CurrConns").and_then(|v| v.parse::<u64>().ok()).expect("CurrConns");
-    let baseline = curr_conns();
+    let baseline = haproxy.curr_conns();
     for bind in [nothing, address_only] {
         for _ in 0..20 {
             let start = Instant::now();
@@ -237,7 +230,7 @@ fn axon_dynamic_refuses_a_request_without_the_agents_address_and_port() {
             assert!(start.elapsed() < SECOND, "port {bind}: {:?}", start.elapsed());
         }
     }
-    wait::for_true(&format!("CurrConns back to {baseline}"), SECOND * 2, || curr_conns() <= baseline);
+    wait::for_true(&format!("CurrConns back to {baseline}"), SECOND * 2, || haproxy.curr_conns() <= baseline);
 }
 
 /// Every proxy name the shipped files declare (frontends, backends, listens, defaults).
@@ -298,7 +291,7 @@ fn no_client_chooses_a_backend_whether_the_agent_is_up_slow_or_stopped() {
             }
         }
         let refused_as = if state == AgentState::Up { "unknown_service" } else { "agent_unavailable" };
-        let baseline = rig.curr_conns();
+        let baseline = rig.haproxy.curr_conns();
         // A client naming each proxy, 200 requests in all: never served by it, never looping.
         for i in 0..200 {
             let name = &names[i % names.len()];
@@ -328,7 +321,7 @@ fn no_client_chooses_a_backend_whether_the_agent_is_up_slow_or_stopped() {
             assert!(start.elapsed() < SECOND, "{state:?}: Host {host:?} took {:?}", start.elapsed());
         }
         wait::for_true(&format!("{state:?}: CurrConns back to {baseline}"), SECOND * 2, || {
-            rig.curr_conns() <= baseline
+            rig.haproxy.curr_conns() <= baseline
         });
         if state == AgentState::Slow {
             // Slow, not down: HAProxy still sees the agent up, and asked it every time (it

@@ -90,6 +90,14 @@ pub fn shipped_config(dir: &HaproxyDir, name: &str) -> String {
         .replace("/usr/share/axon/axon.lua", &root.join("lua/axon.lua").display().to_string())
 }
 
+/// The shipped Lua view (`haproxy/axon-lua.cfg`), its frontend bound to 127.0.0.1:`admin_port`
+/// and pointed at axon-spoa's status on 127.0.0.1:`status_port`.
+pub fn lua_config(dir: &HaproxyDir, status_port: u16, admin_port: u16) -> String {
+    shipped_config(dir, "axon-lua.cfg")
+        .replace("127.0.0.1:9102", &format!("127.0.0.1:{status_port}"))
+        .replace("127.0.0.1:8405", &format!("127.0.0.1:{admin_port}"))
+}
+
 /// The shipped `haproxy/axon.cfg`, as a user includes it: its paths pointed into `dir`, its
 /// frontend bound to 127.0.0.1:`port`, its SPOE agent at 127.0.0.1:`agent_port` (a port with
 /// nothing behind it when `None`), and its example backend copied for each of `backends` as
@@ -267,6 +275,11 @@ impl Haproxy {
     pub fn info(&self, field: &str) -> Option<String> {
         let info = self.try_runtime("show info").ok()?;
         info.lines().find_map(|l| l.strip_prefix(&format!("{field}: ")).map(str::to_owned))
+    }
+
+    /// The connections HAProxy holds now (`show info`'s `CurrConns`).
+    pub fn curr_conns(&self) -> u64 {
+        self.info("CurrConns").and_then(|v| v.parse().ok()).expect("CurrConns in show info")
     }
 
     /// The current sessions of `backend`'s server at `addr` (`ip:port`): `scur` from `show stat`,

@@ -143,9 +143,7 @@ impl Sandbox {
         let mut spoa_dir = SpoaDir::new();
         spoa_dir.status_port = ports::prefer(default_ports::SPOA_STATUS);
         let backends: Vec<Backend<'_>> = LAYOUT.iter().map(|(s, _)| Backend { name: s, prefix: s, slots: 4 }).collect();
-        let lua = haproxy::shipped_config(&dir, "axon-lua.cfg")
-            .replace("127.0.0.1:9102", &format!("127.0.0.1:{}", spoa_dir.status_port))
-            .replace("127.0.0.1:8405", &format!("127.0.0.1:{admin_port}"));
+        let lua = haproxy::lua_config(&dir, spoa_dir.status_port, admin_port);
         let config = haproxy::axon_config(&dir, frontend_port, &backends, Some(agent_port))
             + "\n"
             + &lua
