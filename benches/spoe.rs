@@ -16,6 +16,9 @@
 //!    - **label**: the shipped frontend, `X-Axon-Label: zone=a` from a trusted source: every
 //!      request asks the agent;
 //!    - **mix**: 90 % as map, 10 % as label;
+//!    - **mix, declared**: 90 % as map, 10 % with `X-Axon-Label: az=a`, a selector the service
+//!      `web-az` declares (`selector_of = "web"`): HAProxy routes those through the host map to
+//!      `web-az`'s slots, and no request asks the agent;
 //!    - with `AXON_PEER_SPOA` naming a build of HAProxy's C example agent
 //!      (github.com/haproxy/spoa-example; HAProxy 2.6 and 3.0 only), **label (C agent)**: a
 //!      copy of the shipped frontend whose engine uses it. It answers `route` with an empty ACK,
@@ -28,7 +31,8 @@
 //!    or absent agent would make HAProxy answer 503 at once, flattering the ratio); the C
 //!    agent's frontend answers 503 too when its agent is late or fails. CPU per request comes from
 //!    the kernel's exact per-thread run time (`/proc/<pid>/task/*/schedstat`) of HAProxy's
-//!    processes and of the agent during each run.
+//!    processes and of the agent during each run; the whole machine's busy time per request and
+//!    its idle share from `/proc/stat` (an idle machine would mean the run did not saturate it).
 //!
 //! Run with `make bench-spoe-agent` (or `cargo build --release --workspace --bins && cargo
 //! bench --bench spoe`); `AXON_HAPROXY` for another HAProxy. Needs wrk and taskset.
@@ -64,6 +68,9 @@ fn rounds() -> usize {
 }
 /// The label selector of agent-routed requests (both instances match it).
 const LABEL: &str = "zone=a";
+/// A label selector declared by a service (`web-az`, `selector_of = "web"`): routed by HAProxy
+/// through the host map to that service's slots (both instances match it too).
+const DECLARED: &str = "az=a";
 
 fn main() {
     let wrk = bins::system("wrk", "install it with `apt-get install -y wrk`");
@@ -78,7 +85,11 @@ fn main() {
     for s in &samples {
         kazoo.create(
             "/services/web/bench_",
-            &format!(r#"{{"host":"127.0.0.1","port":{},"name":"{}","labels":{{"zone":"a"}}}}"#, s.port(), s.instance),
+            &format!(
+                r#"{{"host":"127.0.0.1","port":{},"name":"{}","labels":{{"zone":"a","az":"a"}}}}"#,
+                s.port(),
+                s.instance
+            ),
             true,
             true,
         );
@@ -128,10 +139,10 @@ fn main() {
     );
     println!();
     println!(
-        "| HAProxy threads, workload | requests/s (mean of {} runs) | of the baseline: means; per round median (low–high) | p50 / p99 | HAProxy CPU / request | agent CPU / request | NOTIFYs / requests asking | failed (non-2xx) / socket errors |",
+        "| HAProxy threads, workload | requests/s (mean of {} runs) | of the baseline: means; per round median (low–high) | p50 / p99 | HAProxy CPU / request | agent CPU / request | machine CPU / request; idle | NOTIFYs / requests asking | failed (non-2xx) / socket errors |",
         rounds()
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for workload in &runs {
         let base = runs.iter().find(|b| b.stack == workload.stack && b.kind == Kind::Baseline).expect("a baseline");
         let mut ratios: Vec<f64> = workload.runs.iter().zip(&base.runs).map(|(w, b)| w.rps / b.rps * 100.0).collect();
@@ -139,7 +150,7 @@ fn main() {
         let requests: u64 = workload.runs.iter().map(|r| r.requests).sum();
         let asking = requests as f64 * workload.kind.asking_share();
         println!(
-            "| {}, {} | {:.0} | {:.1} %; {:.1} % ({:.1}–{:.1} %) | {} | {:.1} µs | {} | {} | {} / {} |",
+            "| {}, {} | {:.0} | {:.1} %; {:.1} % ({:.1}–{:.1} %) | {} | {:.1} µs | {} | {:.1} µs; {:.1} % | {} | {} / {} |",
             stacks[workload.stack].threads,
             workload.kind.label(),
             workload.mean_rps(),
@@ -150,6 +161,8 @@ fn main() {
             workload.latency(),
             workload.haproxy_cpu / requests as f64 * 1e6,
             if asking > 0.0 { format!("{:.1} µs", workload.agent_cpu / asking * 1e6) } else { "—".into() },
+            workload.machine.busy / requests as f64 * 1e6,
+            workload.machine.idle / (workload.machine.busy + workload.machine.idle) * 100.0,
             if workload.kind.axon_agent() && asking > 0.0 {
                 format!("{:.3}", workload.notifies / asking)
             } else {
@@ -168,6 +181,7 @@ enum Kind {
     Map,
     Label,
     Mix,
+    MixDeclared,
     PeerLabel,
 }
 
@@ -178,6 +192,7 @@ impl Kind {
             Kind::Map => "slot host, no label (host map, no SPOE message)",
             Kind::Label => "label selector (every request asks axon-spoa)",
             Kind::Mix => "90 % slot host, 10 % label",
+            Kind::MixDeclared => "90 % slot host, 10 % declared label (host map, no SPOE message)",
             Kind::PeerLabel => "label selector, asking spoa-example (C)",
         }
     }
@@ -185,7 +200,7 @@ impl Kind {
     /// The share of its requests that ask an agent.
     fn asking_share(self) -> f64 {
         match self {
-            Kind::Baseline | Kind::Map => 0.0,
+            Kind::Baseline | Kind::Map | Kind::MixDeclared => 0.0,
             Kind::Label | Kind::PeerLabel => 1.0,
             Kind::Mix => 0.1,
         }
@@ -200,18 +215,23 @@ impl Kind {
         match self {
             Kind::Baseline | Kind::Map => 0,
             Kind::Label | Kind::PeerLabel => 1,
-            Kind::Mix => 10,
+            Kind::Mix | Kind::MixDeclared => 10,
         }
+    }
+
+    /// The label its labelled requests carry.
+    fn selector(self) -> &'static str {
+        if self == Kind::MixDeclared { DECLARED } else { LABEL }
     }
 }
 
 /// wrk's script for a workload: every `every`th request carries the label (none for 0). Every
 /// workload runs through a script of this shape, with the requests built once, so wrk's own
 /// cost per request is the same in all of them.
-fn wrk_script(every: u32) -> String {
+fn wrk_script(every: u32, label: &str) -> String {
     format!(
         "local plain = wrk.format(\"GET\", \"/\", {{[\"Host\"] = \"web.example\"}})\n\
-         local labelled = wrk.format(\"GET\", \"/\", {{[\"Host\"] = \"web.example\", [\"X-Axon-Label\"] = \"{LABEL}\"}})\n\
+         local labelled = wrk.format(\"GET\", \"/\", {{[\"Host\"] = \"web.example\", [\"X-Axon-Label\"] = \"{label}\"}})\n\
          local every = {every}\n\
          local n = 0\n\
          request = function()\n  \
@@ -240,8 +260,9 @@ impl Stack {
         let dir = HaproxyDir::new();
         std::fs::write(dir.trusted_sources(), "127.0.0.1\n").expect("writing the trusted sources");
         // (HAProxy 3.4 takes nbthread only in the first global section.)
-        let shipped =
-            haproxy::axon_config(&dir, port, &[Backend { name: "web", prefix: "web", slots: 4 }], Some(agent_port));
+        let backends =
+            [Backend { name: "web", prefix: "web", slots: 4 }, Backend { name: "web-az", prefix: "az", slots: 4 }];
+        let shipped = haproxy::axon_config(&dir, port, &backends, Some(agent_port));
         let frontend = shipped_frontend(&shipped);
         let baseline = replace_bind(
             &haproxy::without_spoe(&frontend).replace("frontend axon ", "frontend baseline "),
@@ -259,7 +280,9 @@ impl Stack {
         let spoa_config = header
             + "[routing]\nhost_suffixes = [\".example\"]\n\n"
             + &format!("[spoe]\nlisten = \"127.0.0.1:{agent_port}\"\n\n")
-            + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n";
+            + "[[service]]\nname = \"web\"\nzk_path = \"/services/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n\n"
+            + "[[service]]\nname = \"web-az\"\nzk_path = \"/services/web\"\nbackend = \"web-az\"\nslot_prefix = \"az\"\n\
+               label_filters = [{ label = \"az\", value = \"a\" }]\nselector_of = \"web\"\n";
         let spoa = spoa_dir.start(&spoa_config);
         let agent = SocketAddr::from(([127, 0, 0, 1], agent_port));
         Stack { threads, haproxy, spoa, agent, port, baseline_port, peer }
@@ -267,9 +290,12 @@ impl Stack {
 
     fn wait_ready(&self) {
         let haproxy = &self.haproxy;
-        wait::for_true("both servers ready", Duration::from_secs(10), || haproxy.ready_servers("web").len() == 2);
-        wait::for_true("web.example mapped", Duration::from_secs(10), || {
-            haproxy.host_map_entries().contains_key("web.example")
+        wait::for_true("both servers ready", Duration::from_secs(10), || {
+            haproxy.ready_servers("web").len() == 2 && haproxy.ready_servers("web-az").len() == 2
+        });
+        wait::for_true("web.example mapped, with its declared selector", Duration::from_secs(10), || {
+            let entries = haproxy.host_map_entries();
+            entries.contains_key("web.example") && entries.contains_key(&format!("web.example:{DECLARED}"))
         });
         let agents: &[&str] = if self.peer.is_some() { &["axon-agents", "peer-agents"] } else { &["axon-agents"] };
         wait::for_true("HAProxy to see its agents", Duration::from_secs(10), || {
@@ -279,7 +305,7 @@ impl Stack {
 
     /// The workloads of this HAProxy, the `index`th stack, with their wrk scripts in `scripts`.
     fn workloads(&self, index: usize, scripts: &Path) -> Vec<Workload> {
-        let mut kinds = vec![Kind::Baseline, Kind::Map, Kind::Label, Kind::Mix];
+        let mut kinds = vec![Kind::Baseline, Kind::Map, Kind::Label, Kind::Mix, Kind::MixDeclared];
         if self.peer.is_some() {
             kinds.push(Kind::PeerLabel);
         }
@@ -294,14 +320,16 @@ impl Stack {
                     _ => self.port,
                 },
                 script: {
-                    let script = scripts.join(format!("every-{}.lua", kind.label_every()));
-                    std::fs::write(&script, wrk_script(kind.label_every())).expect("writing wrk's script");
+                    let script = scripts.join(format!("every-{}-{}.lua", kind.label_every(), kind.selector()));
+                    std::fs::write(&script, wrk_script(kind.label_every(), kind.selector()))
+                        .expect("writing wrk's script");
                     script
                 },
                 runs: Vec::new(),
                 haproxy_cpu: 0.0,
                 agent_cpu: 0.0,
                 notifies: 0.0,
+                machine: MachineCpu::default(),
             })
             .collect()
     }
@@ -334,6 +362,8 @@ struct Workload {
     agent_cpu: f64,
     /// NOTIFYs axon-spoa answered during the runs.
     notifies: f64,
+    /// The whole machine's CPU during the runs: busy and idle seconds.
+    machine: MachineCpu,
 }
 
 impl Workload {
@@ -343,10 +373,13 @@ impl Workload {
         let (haproxy_before, agent_before) =
             (cpu_seconds_tree(stack.haproxy.master_pid()), agent.map_or(0.0, cpu_seconds_tree));
         let notifies_before = stack.spoa.metric("axon_spoa_spoe_notifies_total");
+        let machine_before = MachineCpu::now();
         let run = wrk_run(wrk, self.port, &self.script);
+        self.machine.add(MachineCpu::now().since(machine_before));
         self.haproxy_cpu += cpu_seconds_tree(stack.haproxy.master_pid()) - haproxy_before;
         self.agent_cpu += agent.map_or(0.0, cpu_seconds_tree) - agent_before;
-        let notifies = stack.spoa.metric("axon_spoa_spoe_notifies_total") - notifies_before;
+        // wrk leaves with requests in flight: the NOTIFYs they still send are this run's.
+        let notifies = settled(|| stack.spoa.metric("axon_spoa_spoe_notifies_total")) - notifies_before;
         self.notifies += notifies;
         // Every request that asks the agent is answered by it: nothing falls back unnoticed.
         let asking = run.requests as f64 * self.kind.asking_share();
@@ -384,6 +417,20 @@ impl Workload {
         let p99 = median(self.runs.iter().map(|r| r.p99_ms).collect());
         format!("{p50:.2} / {p99:.2} ms")
     }
+}
+
+/// `read()` once it gives the same value twice, 100 ms apart (at most 2 s).
+fn settled(read: impl Fn() -> f64) -> f64 {
+    let mut last = read();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = read();
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    last
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -461,6 +508,41 @@ fn replace_bind(frontend: &str, port: u16) -> String {
             }
         })
         .collect()
+}
+
+/// The machine's CPU time, all CPUs, from `/proc/stat`: busy (everything but idle and iowait)
+/// and idle, in seconds.
+#[derive(Debug, Clone, Copy, Default)]
+struct MachineCpu {
+    busy: f64,
+    idle: f64,
+}
+
+impl MachineCpu {
+    fn now() -> MachineCpu {
+        let stat = std::fs::read_to_string("/proc/stat").expect("reading /proc/stat");
+        let ticks: Vec<f64> = stat
+            .lines()
+            .next()
+            .expect("the cpu line")
+            .split_whitespace()
+            .skip(1)
+            .map(|t| t.parse().expect("ticks"))
+            .collect();
+        // USER_HZ is 100 on every Linux architecture's /proc/stat.
+        let idle = ticks[3] + ticks[4];
+        let busy = ticks.iter().take(8).sum::<f64>() - idle;
+        MachineCpu { busy: busy / 100.0, idle: idle / 100.0 }
+    }
+
+    fn since(self, before: MachineCpu) -> MachineCpu {
+        MachineCpu { busy: self.busy - before.busy, idle: self.idle - before.idle }
+    }
+
+    fn add(&mut self, other: MachineCpu) {
+        self.busy += other.busy;
+        self.idle += other.idle;
+    }
 }
 
 /// The CPU seconds of `pid` and its children so far (exact: see `process::cpu_time`).

@@ -526,7 +526,7 @@ fn scrape_running_daemons() -> Exported {
     let config = haproxy::axon_config(
         &dir,
         ports::free_port(),
-        &[Backend { name: "web", prefix: "web", slots: 2 }],
+        &[Backend { name: "web", prefix: "web", slots: 2 }, Backend { name: "web-canary", prefix: "canary", slots: 2 }],
         Some(agent.port()),
     );
     let haproxy = dir.start(&config);
@@ -534,7 +534,12 @@ fn scrape_running_daemons() -> Exported {
     let spoa_config = spoa_dir.header(zk, &haproxy, None)
         + "[routing]\nhost_suffixes = [\".example\"]\n\n"
         + &format!("[spoe]\nlisten = \"{agent}\"\n\n")
-        + &format!("[[service]]\nname = \"web\"\nzk_path = \"{base}/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n");
+        + &format!("[[service]]\nname = \"web\"\nzk_path = \"{base}/web\"\nbackend = \"web\"\nslot_prefix = \"web\"\n")
+        // A declared selector, for its own gauge (no instance matches it).
+        + &format!(
+            "[[service]]\nname = \"web-canary\"\nzk_path = \"{base}/web\"\nbackend = \"web-canary\"\nslot_prefix = \"canary\"\n\
+             label_filters = [{{ label = \"canary\", value = \"true\" }}]\nselector_of = \"web\"\n"
+        );
     let spoa = spoa_dir.start(&spoa_config);
 
     let registrar_dir = RegistrarDir::new();
@@ -549,6 +554,7 @@ fn scrape_running_daemons() -> Exported {
     wait::for_true("the registration", SECOND * 10, || registrar.metric("axon_registrar_registrations_total") >= 1.0);
     wait::for_true("web in HAProxy", SECOND * 10, || {
         spoa.metric("axon_spoa_instances{service=\"web\"}") == 1.0
+            && spoa.metrics().contains("axon_spoa_selector_instances{service=\"web-canary\"} 0")
             && spoa.metric("axon_spoa_propagation_seconds_count") >= 1.0
     });
     // A frame longer than any the agent accepts: it ends the connection (status 3, counted).

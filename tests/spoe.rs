@@ -35,12 +35,14 @@ struct Rig {
 /// only trusted source of labels. axon-spoa with its agent, serving `web` (slots), `api` (no
 /// backend) and `empty` (no backend, no instance).
 fn rig() -> Rig {
-    rig_with("60s")
+    rig_with("60s", false)
 }
 
-/// The same with the agent's idle timeout as given. (It must exceed HAProxy's `timeout idle`
-/// of 30 s in real use, or the agent may close a connection as HAProxy sends on it.)
-fn rig_with(idle_timeout: &str) -> Rig {
+/// The same with the agent's idle timeout as given (it must exceed HAProxy's `timeout idle`
+/// of 30 s in real use, or the agent may close a connection as HAProxy sends on it), and with
+/// `canary`: a backend `web-canary` of `web`'s instances labelled `canary=true`, declared as
+/// `web`'s selector `canary=true`.
+fn rig_with(idle_timeout: &str, canary: bool) -> Rig {
     let zk = zk::shared();
     let base = zk::unique_path("spoe");
     let (port, agent_port, stats_port) = (ports::free_port(), ports::free_port(), ports::free_port());
@@ -55,7 +57,10 @@ fn rig_with(idle_timeout: &str) -> Rig {
         + &haproxy::axon_config(
             &dir,
             port,
-            &[Backend { name: "web", prefix: "web", slots: 4 }],
+            &[
+                Backend { name: "web", prefix: "web", slots: 4 },
+                Backend { name: "web-canary", prefix: "canary", slots: 2 },
+            ][..if canary { 2 } else { 1 }],
             Some(agent_proxy.addr.port()),
         )
         + &format!(
@@ -70,7 +75,16 @@ fn rig_with(idle_timeout: &str) -> Rig {
             let backend = backend.map(|b| format!("backend = {b:?}\nslot_prefix = {b:?}\n")).unwrap_or_default();
             format!("[[service]]\nname = {name:?}\nzk_path = \"{base}/{name}\"\n{backend}drain = \"0s\"\n\n")
         })
-        .collect();
+        .collect::<String>()
+        + &if canary {
+            format!(
+                "[[service]]\nname = \"web-canary\"\nzk_path = \"{base}/web\"\nbackend = \"web-canary\"\n\
+                 slot_prefix = \"canary\"\nlabel_filters = [{{ label = \"canary\", value = \"true\" }}]\n\
+                 selector_of = \"web\"\ndrain = \"0s\"\n"
+            )
+        } else {
+            String::new()
+        };
     let config = spoa_dir.header(zk, &haproxy, None)
         + "[routing]\nhost_suffixes = [\".example\"]\n\n"
         + &format!("[spoe]\nlisten = \"{agent}\"\nidle_timeout = \"{idle_timeout}\"\n\n")
@@ -389,6 +403,74 @@ fn requests_for_mapped_hosts_skip_the_agent() {
     assert_eq!(rig.notifies(), before + 21.0);
 }
 
+/// A label selector a service declares (`web-canary`: `selector_of = "web"`, `canary=true`) is
+/// routed by HAProxy through the host map, to that service's slots, without the agent and with
+/// it down; only exactly that selector, only from a trusted source; the entry follows the
+/// declaring service's instances.
+#[test]
+fn a_declared_selector_is_routed_by_haproxy_while_its_service_has_instances() {
+    let mut rig = rig_with("60s", true);
+    let (stable, canary) = (Sample::start("web", "stable"), Sample::start("web", "canary"));
+    rig.register("web", &stable, r#","labels":{"canary":"false"}"#);
+    // A second record for the stable instance's endpoint, labelled canary: web keeps the first
+    // by child name (`stable_…` before `twin_…`: not a canary), so the agent never picks it for
+    // canary=true, nor may the declared backend hold it. (Created before the canary, so read by
+    // the time the canary is.)
+    let twin = format!(r#"{{"host":"127.0.0.1","port":{},"name":"twin","labels":{{"canary":"true"}}}}"#, stable.port());
+    rig.kazoo.create(&format!("{}/web/twin_", rig.base), &twin, true, true);
+    rig.register("web", &canary, r#","labels":{"canary":"true"}"#);
+    wait::for_true("web.example:canary=true in the host map", SECOND * 5, || {
+        rig.haproxy.host_map_entries().get("web.example:canary=true").map(String::as_str) == Some("web/web-canary")
+    });
+    rig.wait_spread("web.example", None, &["canary", "stable"]);
+    wait::for_true("the canary's slot ready", SECOND * 5, || !rig.haproxy.ready_servers("web-canary").is_empty());
+    let ready: Vec<String> = rig.haproxy.ready_servers("web-canary").into_iter().map(|(_, addr, _)| addr).collect();
+    assert_eq!(ready, [format!("127.0.0.1:{}", canary.port())], "the declared backend holds only the canary");
+
+    // Exactly the declared selector: HAProxy routes it to the canary's slots, not asking.
+    let before = rig.notifies();
+    assert_eq!(
+        rig.spread("web.example", Some("canary=true"), 20).into_iter().collect::<Vec<_>>(),
+        [("canary".to_owned(), 20)]
+    );
+    assert_eq!(rig.spread("WEB.example.:8080", Some("canary=true"), 4).keys().collect::<Vec<_>>(), ["canary"]);
+    assert_eq!(rig.notifies(), before, "requests naming a declared selector asked the agent");
+    let echoed = rig.get_from(None, "/echo/headers", "web.example", Some("canary=true"), &[("X-Axon-Service", "x")]);
+    let seen: Vec<&str> = echoed.body.lines().filter(|l| l.starts_with("x-axon-service:")).collect();
+    assert_eq!(seen, ["x-axon-service: web"]);
+    // Another selector asks the agent, which picks among web's instances itself.
+    assert_eq!(rig.spread("web.example", Some("canary=false"), 4).keys().collect::<Vec<_>>(), ["stable"]);
+    assert_eq!(rig.notifies(), before + 4.0);
+    // Untrusted, the label is removed; nor does a host spelling the key reach the canary.
+    let untrusted = rig.spread_from(Some(UNTRUSTED), "web.example", Some("canary=true"), 12);
+    assert_eq!(untrusted.keys().map(String::as_str).collect::<Vec<_>>(), ["canary", "stable"]);
+    for host in ["web.example:canary=true", "web.example.:canary=true"] {
+        let spread = rig.spread_from(Some(UNTRUSTED), host, None, 12);
+        assert_eq!(spread.keys().map(String::as_str).collect::<Vec<_>>(), ["canary", "stable"], "Host {host}");
+    }
+
+    // The declaring service has no host of its own: nobody reaches the canary by naming it.
+    for source in [None, Some(UNTRUSTED)] {
+        let spread = rig.spread_from(source, "web-canary.example", None, 4);
+        assert_eq!(spread.keys().map(String::as_str).collect::<Vec<_>>(), ["HTTP 503 unknown_service"], "{source:?}");
+    }
+
+    // With the agent dead it is still routed.
+    rig.spoa.proc.kill();
+    assert_eq!(rig.spread("web.example", Some("canary=true"), 8).keys().collect::<Vec<_>>(), ["canary"]);
+    rig.spoa.start_again();
+
+    // The canary gone: the entry goes, and the agent answers that no instance matches.
+    let children = rig.kazoo.children(&format!("{}/web", rig.base));
+    let canary_znode = children.iter().find(|c| c.starts_with("canary_")).expect("the canary's znode");
+    rig.kazoo.delete(&format!("{}/web/{canary_znode}", rig.base), false);
+    wait::for_true("web.example:canary=true out of the host map", SECOND * 5, || {
+        !rig.haproxy.host_map_entries().keys().any(|k| k.contains(':'))
+    });
+    rig.wait_spread("web.example", Some("canary=true"), &["HTTP 503 no_instance"]);
+    rig.wait_spread("web.example", None, &["stable"]);
+}
+
 #[test]
 fn with_the_agent_dead_mapped_hosts_keep_serving_and_routing_returns_with_it() {
     let mut rig = rig();
@@ -497,7 +579,7 @@ fn notify(stream_id: u64, frame_id: u64, host: &str) -> BytesMut {
 
 #[test]
 fn raw_clients_sending_bad_frames_get_the_right_status_while_others_keep_working() {
-    let mut rig = rig_with("2s");
+    let mut rig = rig_with("2s", false);
     let web = Sample::start("web", "w1");
     rig.register("web", &web, "");
     rig.wait_spread("web.example", None, &["w1"]);

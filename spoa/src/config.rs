@@ -14,7 +14,7 @@ use axon_core::zk::{RawZookeeper, ZkSettings};
 use serde::Deserialize;
 
 use crate::haproxy::RuntimeAddress;
-use crate::model::{Endpoint, LabelFilter, OnEmpty, ServiceConfig};
+use crate::model::{DeclaredSelector, Endpoint, LabelFilter, OnEmpty, ServiceConfig};
 use crate::spoe::route::RouteConfig;
 
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
@@ -219,6 +219,7 @@ struct RawService {
     on_empty: Option<String>,
     drain: Option<String>,
     server_options: Option<String>,
+    selector_of: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,7 +327,10 @@ impl RawConfig {
             }
             services.push(service);
         }
-        let routing = self.routing.unwrap_or_default().validate(&check, &names)?;
+        check_selectors(&check, &services)?;
+        // A service declaring a selector is reached through it only.
+        let routable = services.iter().filter(|s| s.selector_of.is_none()).map(|s| s.name.clone()).collect();
+        let routing = self.routing.unwrap_or_default().validate(&check, &routable)?;
         let discovery = self.discovery.unwrap_or_default().validate(&check)?;
         let spoe = self.spoe.map(|raw| raw.validate(&check)).transpose()?;
         Ok(Config {
@@ -396,7 +400,7 @@ impl RawRouting {
                     return Err(check.invalid(
                         format!("routing.route[{i}].service"),
                         quoted(&raw.service),
-                        "the name of a configured service",
+                        "the name of a configured service without `selector_of` (one with it is reached through its selector)",
                     ));
                 }
                 let path_prefix = raw.path_prefix.unwrap_or_else(|| "/".to_owned());
@@ -498,6 +502,12 @@ impl RawService {
         if !valid_name(&slot_prefix) {
             return Err(check.invalid(format!("{at}.slot_prefix"), quoted(&slot_prefix), names));
         }
+        // What a service with `selector_of` takes from the one it names instead.
+        let own_sources = [
+            ("default_servers", !self.default_servers.is_empty()),
+            ("keep_default_servers", self.keep_default_servers.is_some()),
+            ("on_empty", self.on_empty.is_some()),
+        ];
         let label_filters = self
             .label_filters
             .into_iter()
@@ -542,6 +552,10 @@ impl RawService {
             Duration::ZERO..=Duration::from_secs(3600),
             DEFAULT_DRAIN,
         )?;
+        let selector_of = match self.selector_of {
+            Some(of) => Some(declared_selector(check, at, of, self.backend.is_some(), own_sources, &label_filters)?),
+            None => None,
+        };
         let server_options = self.server_options.unwrap_or_else(|| DEFAULT_SERVER_OPTIONS.to_owned());
         if server_options.contains([';', '\n', '\r', '\\']) {
             return Err(check.invalid(
@@ -561,8 +575,129 @@ impl RawService {
             on_empty,
             drain,
             server_options,
+            selector_of,
         })
     }
+}
+
+/// A service's `selector_of`: it has a backend, and label filters a request's label selector
+/// can name exactly (equality, one per label, characters a map key and a header can carry). Its
+/// instances are the named service's that match them, so it takes none of its own sources.
+fn declared_selector(
+    check: &Checker<'_>,
+    at: &str,
+    of: String,
+    has_backend: bool,
+    own_sources: [(&str, bool); 3],
+    filters: &[LabelFilter],
+) -> Result<DeclaredSelector, ConfigError> {
+    if !has_backend {
+        return Err(check.invalid(
+            format!("{at}.backend"),
+            "none",
+            "a backend: `selector_of` routes requests to this service's slots",
+        ));
+    }
+    if let Some((field, _)) = own_sources.iter().find(|(_, set)| *set) {
+        return Err(check.invalid(
+            format!("{at}.{field}"),
+            "set",
+            format!("it unset with `selector_of`: the instances are {of:?}'s, with its `{field}`"),
+        ));
+    }
+    if filters.is_empty() {
+        return Err(check.invalid(
+            format!("{at}.label_filters"),
+            "[]",
+            "at least one filter: they are the selector requests name",
+        ));
+    }
+    let selector_chars = |text: &str| {
+        !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | '/' | ':'))
+    };
+    for (j, filter) in filters.iter().enumerate() {
+        let field = format!("{at}.label_filters[{j}]");
+        if !filter.equals {
+            return Err(check.invalid(
+                format!("{field}.condition"),
+                quoted("not_equals"),
+                "\"equals\" in a service with `selector_of`: a request's selector names labels it has",
+            ));
+        }
+        for (name, text) in [("label", &filter.label), ("value", &filter.value)] {
+            if !selector_chars(text) {
+                return Err(check.invalid(
+                    format!("{field}.{name}"),
+                    quoted(text),
+                    "letters, digits, '_', '-', '.', '/' or ':' in a service with `selector_of`",
+                ));
+            }
+        }
+        if filters[..j].iter().any(|f| f.label == filter.label) {
+            return Err(check.invalid(
+                format!("{field}.label"),
+                quoted(&filter.label),
+                "a label no other filter of this service names, in a service with `selector_of`",
+            ));
+        }
+    }
+    let mut parts: Vec<String> = filters.iter().map(|f| format!("{}={}", f.label, f.value)).collect();
+    parts.sort();
+    Ok(DeclaredSelector { of, selector: parts.join(",") })
+}
+
+/// Checks each `selector_of` against the service it names: another service, not itself
+/// declaring one, on the same path, whose own filters leave the selector's labels free (a
+/// selector `canary=true` under a filter on `canary` would match nothing, or everything). No
+/// two services declare one selector for a service.
+fn check_selectors(check: &Checker<'_>, services: &[ServiceConfig]) -> Result<(), ConfigError> {
+    let mut declared = BTreeSet::new();
+    for (i, service) in services.iter().enumerate() {
+        let Some(DeclaredSelector { of, selector }) = &service.selector_of else { continue };
+        let at = format!("service[{i}]");
+        let parent = services.iter().find(|s| &s.name == of && s.name != service.name && s.selector_of.is_none());
+        let Some(parent) = parent else {
+            return Err(check.invalid(
+                format!("{at}.selector_of"),
+                quoted(of),
+                "the name of another configured service, without `selector_of` itself",
+            ));
+        };
+        if parent.zk_path != service.zk_path {
+            return Err(check.invalid(
+                format!("{at}.zk_path"),
+                quoted(&service.zk_path),
+                format!("{of:?}'s zk_path, {:?}: the selector picks among its instances", parent.zk_path),
+            ));
+        }
+        if let Some(other) = services.iter().find(|s| s.name != service.name && s.backend == service.backend) {
+            return Err(check.invalid(
+                format!("{at}.backend"),
+                quoted(service.backend.as_deref().unwrap_or_default()),
+                format!(
+                    "a backend no other service uses, in a service with `selector_of` ({:?} uses it): its slots are the selector's alone",
+                    other.name
+                ),
+            ));
+        }
+        if let Some(filter) =
+            parent.label_filters.iter().find(|p| service.label_filters.iter().any(|f| f.label == p.label))
+        {
+            return Err(check.invalid(
+                format!("{at}.label_filters"),
+                quoted(selector),
+                format!("labels {of:?} does not filter on itself (it has {filter})"),
+            ));
+        }
+        if !declared.insert((of, selector)) {
+            return Err(check.invalid(
+                format!("{at}.label_filters"),
+                quoted(selector),
+                format!("a selector no other service declares for {of:?}"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -582,6 +717,16 @@ backend = "web"
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::parse(Path::new("spoa.toml"), text)
+    }
+
+    /// Each case: `base` with `from` replaced by `to` is refused, the error naming `expected`.
+    fn assert_refused(base: &str, cases: &[(&str, &str, &str)]) {
+        for (from, to, expected) in cases {
+            let text = base.replacen(from, to, 1);
+            assert_ne!(text, base, "{from}");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.starts_with("spoa.toml: ") && err.contains(expected), "expected {expected:?} in:\n{err}");
+        }
     }
 
     #[test]
@@ -670,12 +815,7 @@ drain = "0s""#,
                 "`routing.route[0].host`",
             ),
         ];
-        for (from, to, expected) in cases {
-            let text = MINIMAL.replacen(from, to, 1);
-            assert_ne!(text, MINIMAL, "{from}");
-            let err = parse(&text).unwrap_err().to_string();
-            assert!(err.starts_with("spoa.toml: ") && err.contains(expected), "expected {expected:?} in:\n{err}");
-        }
+        assert_refused(MINIMAL, cases);
     }
 
     #[test]
@@ -701,6 +841,94 @@ drain = "0s""#,
         assert_eq!(warnings.len(), 2, "{warnings:?}");
         assert!(warnings[0].contains("haproxy.socket") && warnings[1].contains("spoe.listen"));
         assert!(parse(MINIMAL).unwrap().warnings().is_empty());
+    }
+
+    #[test]
+    fn a_declared_selector_is_checked_against_the_service_it_names() {
+        let canary = |extra: &str| {
+            format!(
+                "{MINIMAL}[[service]]\nname = \"web-canary\"\nzk_path = \"/nerve/services/web/services\"\n\
+                 backend = \"web-canary\"\nlabel_filters = [{{ label = \"canary\", value = \"true\" }}]\n\
+                 selector_of = \"web\"\n{extra}"
+            )
+        };
+        let config = parse(&canary("")).unwrap();
+        let declared = config.services[1].selector_of.as_ref().unwrap();
+        assert_eq!((declared.of.as_str(), declared.selector.as_str()), ("web", "canary=true"));
+        let cases: &[(&str, &str, &str)] = &[
+            ("selector_of = \"web\"", "selector_of = \"shop\"", "`service[1].selector_of` = \"shop\""),
+            ("selector_of = \"web\"", "selector_of = \"web-canary\"", "`service[1].selector_of` = \"web-canary\""),
+            (
+                "zk_path = \"/nerve/services/web/services\"\nbackend = \"web-canary\"",
+                "zk_path = \"/other\"\nbackend = \"web-canary\"",
+                "`service[1].zk_path` = \"/other\": expected \"web\"'s zk_path",
+            ),
+            ("backend = \"web-canary\"\n", "", "`service[1].backend` = none"),
+            ("label_filters = [{ label = \"canary\", value = \"true\" }]", "", "`service[1].label_filters` = []"),
+            (
+                "value = \"true\" }",
+                "value = \"true\", condition = \"not_equals\" }",
+                "`service[1].label_filters[0].condition` = \"not_equals\"",
+            ),
+            ("value = \"true\"", "value = \"t rue\"", "`service[1].label_filters[0].value` = \"t rue\""),
+            ("label = \"canary\"", "label = \"can,ary\"", "`service[1].label_filters[0].label` = \"can,ary\""),
+            (
+                "value = \"true\" }]",
+                "value = \"true\" }, { label = \"canary\", value = \"yes\" }]",
+                "`service[1].label_filters[1].label` = \"canary\"",
+            ),
+            // Its instances are the named service's: no sources of its own.
+            ("selector_of = \"web\"", "selector_of = \"web\"\non_empty = \"empty\"", "`service[1].on_empty` = set"),
+            (
+                "selector_of = \"web\"",
+                "selector_of = \"web\"\ndefault_servers = [\"10.0.0.1:80\"]",
+                "`service[1].default_servers` = set",
+            ),
+            (
+                "selector_of = \"web\"",
+                "selector_of = \"web\"\nkeep_default_servers = false",
+                "`service[1].keep_default_servers` = set",
+            ),
+            // The named service filtering on the selector's label: it would match nothing.
+            (
+                "backend = \"web\"\n",
+                "backend = \"web\"\nlabel_filters = [{ label = \"canary\", value = \"true\", condition = \"not_equals\" }]\n",
+                "`service[1].label_filters` = \"canary=true\": expected labels \"web\" does not filter on itself (it has canary!=true)",
+            ),
+            // A backend of its own.
+            (
+                "backend = \"web-canary\"",
+                "backend = \"web\"",
+                "`service[1].backend` = \"web\": expected a backend no other",
+            ),
+            // Reached through its selector only: no route names it.
+            (
+                "[haproxy]",
+                "[[routing.route]]\nhost = \"c.example\"\nservice = \"web-canary\"\n[haproxy]",
+                "`routing.route[0].service` = \"web-canary\"",
+            ),
+        ];
+        assert_refused(&canary(""), cases);
+        // The named service's filters on other labels are its own: the selector is the
+        // declaring service's filters.
+        let filtered = canary("").replacen(
+            "backend = \"web\"\n",
+            "backend = \"web\"\nlabel_filters = [{ label = \"az\", value = \"a\", condition = \"not_equals\" }]\n",
+            1,
+        );
+        assert_eq!(parse(&filtered).unwrap().services[1].selector_of.as_ref().unwrap().selector, "canary=true");
+        let sorted = canary("").replace(
+            "[{ label = \"canary\", value = \"true\" }]",
+            "[{ label = \"zone\", value = \"a\" }, { label = \"canary\", value = \"true\" }]",
+        );
+        assert_eq!(parse(&sorted).unwrap().services[1].selector_of.as_ref().unwrap().selector, "canary=true,zone=a");
+        let twice = canary(
+            "[[service]]\nname = \"web-canary2\"\nzk_path = \"/nerve/services/web/services\"\n\
+             backend = \"web-canary2\"\nlabel_filters = [{ label = \"canary\", value = \"true\" }]\n\
+             selector_of = \"web\"\n",
+        );
+        let err = parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("`service[2].label_filters` = \"canary=true\": expected a selector no other"), "{err}");
     }
 
     #[test]

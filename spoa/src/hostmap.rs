@@ -10,6 +10,13 @@
 //! is there twice, as written and with a trailing dot (`web.example.`), since the agent treats
 //! both alike and the frontend looks the Host header up as sent.
 //!
+//! A declared selector (a service with `selector_of`, such as `web-canary` declaring
+//! `canary=true` for `web`) adds `<host>:<selector>` for each of those hosts, to the declaring
+//! service's backend, while it has instances: the frontend looks up `<host>:<label>` for a
+//! request with an honoured label, so a request naming exactly that selector is routed by
+//! HAProxy too (and checked and balanced by it). A key with ':' is never reached by a host
+//! alone: the frontend cuts the host at its first ':'.
+//!
 //! Rules, as for the slots: only differences produce commands (`add map` for a missing key,
 //! `set map` for a wrong value, `del map` for a key not wanted, and for a key present twice
 //! `del map` then `add map`); planning what HAProxy already holds gives nothing.
@@ -35,18 +42,30 @@ impl HostMap {
         HostMap { routes: routes.host_routes() }
     }
 
-    /// What the map should hold now: each host route whose service has discovered instances,
-    /// and that `serving(service, backend)` says has a server ready in a backend HAProxy has.
+    /// What the map should hold now: each host route whose backend's service (the one whose
+    /// instances fill it) has discovered instances, and that `serving(service, backend)` says
+    /// has a server ready in a backend HAProxy has.
     pub fn wanted(&self, snapshot: &Snapshot, serving: impl Fn(&str, &str) -> bool) -> Entries {
         self.routes
             .iter()
-            .filter(|r| serving(&r.service, &r.backend))
-            .filter(|r| snapshot.service(&r.service).is_some_and(|v| !v.instances.is_empty()))
+            .filter(|r| serving(&r.slots, &r.backend))
+            .filter(|r| snapshot.service(&r.slots).is_some_and(|v| !v.instances.is_empty()))
             .flat_map(|r| {
                 let value = format!("{}/{}", r.service, r.backend);
-                [(r.host.clone(), value.clone()), (format!("{}.", r.host), value)]
+                [key(&r.host, r.label.as_deref()), key(&format!("{}.", r.host), r.label.as_deref())]
+                    .map(|k| (k, value.clone()))
             })
             .collect()
+    }
+}
+
+/// A map key: the host, or for a declared selector `<host>:<selector>`. The frontend looks a
+/// request up by its host cut at the first ':' (no port), so a key with a ':' is reached only
+/// through the labelled lookup, from a trusted source.
+fn key(host: &str, label: Option<&str>) -> String {
+    match label {
+        Some(label) => format!("{host}:{label}"),
+        None => host.to_owned(),
     }
 }
 
@@ -61,15 +80,29 @@ pub fn describe(config: &Config) -> String {
     let routes = Routes::new(config).host_routes();
     let mut text = format!("host map ({}), kept while the services have instances:", path.display());
     for route in &routes {
-        text.push_str(&format!("\nhost map: {} → {}/{}", route.host, route.service, route.backend));
+        match &route.label {
+            None => text.push_str(&format!("\nhost map: {} → {}/{}", route.host, route.service, route.backend)),
+            Some(label) => text.push_str(&format!(
+                "\nhost map: {} with X-Axon-Label {label:?} → {}/{} (instances of {})",
+                route.host, route.service, route.backend, route.slots
+            )),
+        }
     }
     for service in config.services.iter().filter(|s| s.backend.is_some()) {
-        if !routes.iter().any(|r| r.service == service.name) {
-            text.push_str(&format!(
-                "\nhost map: no host of service {:?} (backend {:?}) is routed without the agent",
-                service.name,
-                service.backend.as_deref().unwrap_or_default()
-            ));
+        if routes.iter().any(|r| r.slots == service.name) {
+            continue;
+        }
+        let backend = service.backend.as_deref().unwrap_or_default();
+        match &service.selector_of {
+            None => text.push_str(&format!(
+                "\nhost map: no host of service {:?} (backend {backend:?}) is routed without the agent",
+                service.name
+            )),
+            Some(declared) => text.push_str(&format!(
+                "\nhost map: no host of service {:?} is routed without the agent, so its selector {:?} \
+                 declared by {:?} is never routed to backend {backend:?}",
+                declared.of, declared.selector, service.name
+            )),
         }
     }
     text
@@ -148,6 +181,18 @@ backend = "be_shop"
 [[service]]
 name = "api"
 zk_path = "/api"
+[[service]]
+name = "web-canary"
+zk_path = "/web"
+backend = "be_web_canary"
+label_filters = [{ label = "canary", value = "true" }]
+selector_of = "web"
+[[service]]
+name = "api-az-a"
+zk_path = "/api"
+backend = "be_api_a"
+label_filters = [{ label = "zone", value = "a" }, { label = "az", value = "a" }]
+selector_of = "api"
 "#;
 
     fn host_map() -> HostMap {
@@ -186,10 +231,71 @@ zk_path = "/api"
         );
         // No instance, or not discovered: not mapped (the agent answers).
         assert_eq!(map.wanted(&snapshot(&[("web", 0)]), all), entries(&[]));
+        // A service declaring a selector has no host of its own: only its selector is mapped.
+        assert_eq!(
+            map.wanted(&snapshot(&[("web-canary", 1)]), all),
+            entries(&[
+                ("web.example.:canary=true", "web/be_web_canary"),
+                ("web.example:canary=true", "web/be_web_canary")
+            ])
+        );
         // A backend HAProxy lacks: not mapped.
         assert_eq!(
             map.wanted(&snapshot(&[("web", 1), ("shop", 1)]), |_, b| b != "be_shop"),
             entries(&[("web.example", "web/be_web"), ("web.example.", "web/be_web")])
+        );
+    }
+
+    #[test]
+    fn a_declared_selector_maps_its_services_hosts_and_label_while_it_has_instances() {
+        let map = host_map();
+        let all = |_: &str, _: &str| true;
+        let wanted = map.wanted(&snapshot(&[("web", 2), ("web-canary", 1), ("api", 1), ("api-az-a", 1)]), all);
+        let labelled: Vec<(&str, &str)> =
+            wanted.iter().filter(|(k, _)| k.contains(':')).map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        // The selector is the filters sorted by label; a service without a backend of its own
+        // (api) still gets its declared selector routed by HAProxy.
+        assert_eq!(
+            labelled,
+            [
+                ("api.example.:az=a,zone=a", "api/be_api_a"),
+                ("api.example:az=a,zone=a", "api/be_api_a"),
+                ("web.example.:canary=true", "web/be_web_canary"),
+                ("web.example:canary=true", "web/be_web_canary"),
+            ]
+        );
+        assert!(!wanted.contains_key("api.example"), "api has no backend: its unlabelled requests ask the agent");
+        // The declaring service without instances, or without a ready server: its entries go,
+        // the parent's stay.
+        let wanted = map.wanted(&snapshot(&[("web", 2), ("web-canary", 0)]), all);
+        assert!(wanted.contains_key("web.example") && !wanted.keys().any(|k| k.contains(':')));
+        let wanted = map.wanted(&snapshot(&[("web", 2), ("web-canary", 1)]), |s, _| s != "web-canary");
+        assert!(wanted.contains_key("web.example") && !wanted.keys().any(|k| k.contains(':')));
+        // The parent without instances: its host goes, the declared selector stays.
+        let wanted = map.wanted(&snapshot(&[("web", 0), ("web-canary", 1)]), all);
+        assert!(!wanted.contains_key("web.example") && wanted.contains_key("web.example:canary=true"));
+    }
+
+    #[test]
+    fn the_check_lists_declared_selectors_with_their_hosts() {
+        let text = CONFIG.replace("socket = \"/s\"", "socket = \"/s\"\nhost_map = \"/m.map\"");
+        let text = describe(&Config::parse(Path::new("t.toml"), &text).unwrap());
+        assert!(
+            text.contains(
+                "host map: web.example with X-Axon-Label \"canary=true\" → web/be_web_canary (instances of web-canary)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("host map: web.example → web/be_web\n"), "{text}");
+        // A `*` route leaves web without a host of its own: the selector goes nowhere.
+        let starred = CONFIG.replace("socket = \"/s\"", "socket = \"/s\"\nhost_map = \"/m.map\"")
+            + "[[routing.route]]\nhost = \"*\"\nservice = \"shop\"\n";
+        let text = describe(&Config::parse(Path::new("t.toml"), &starred).unwrap());
+        assert!(
+            text.contains(
+                "no host of service \"web\" is routed without the agent, so its selector \"canary=true\" declared by \"web-canary\" is never routed"
+            ),
+            "{text}"
         );
     }
 

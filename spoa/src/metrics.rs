@@ -21,6 +21,9 @@ pub struct Metrics {
     /// Reads whose outcome was unknown (read again).
     pub zk_read_failures: Counter,
     pub instances: Family<ServiceLabel, Gauge>,
+    /// Instances of each service declaring a selector (apart from `instances`: an empty one is
+    /// a selector nothing matches now, not a service whose requests fail).
+    pub selector_instances: Family<ServiceLabel, Gauge>,
     pub problems: Family<ServiceLabel, Gauge>,
     pub commands: Counter,
     pub refused_commands: Counter,
@@ -51,6 +54,7 @@ impl Metrics {
             zk_watches: Gauge::default(),
             zk_read_failures: Counter::default(),
             instances: Family::default(),
+            selector_instances: Family::default(),
             problems: Family::default(),
             commands: Counter::default(),
             refused_commands: Counter::default(),
@@ -77,6 +81,11 @@ impl Metrics {
             metrics.zk_read_failures.clone(),
         );
         registry.register("instances", "Instances the proxy uses, per service", metrics.instances.clone());
+        registry.register(
+            "selector_instances",
+            "Instances matching a declared selector, per service declaring it (selector_of)",
+            metrics.selector_instances.clone(),
+        );
         registry.register("problems", "Znodes skipped or changed, per service", metrics.problems.clone());
         registry.register("commands", "Runtime API commands sent", metrics.commands.clone());
         registry.register("refused_commands", "Runtime API commands HAProxy refused", metrics.refused_commands.clone());
@@ -132,6 +141,12 @@ impl Metrics {
         let label = [("service", service.to_owned())];
         self.instances.get_or_create(&label).set(i64::try_from(instances).unwrap_or(i64::MAX));
         self.problems.get_or_create(&label).set(i64::try_from(problems).unwrap_or(i64::MAX));
+    }
+
+    /// A service declaring a selector: its instances (its path's problems are its parent's).
+    pub fn set_selected(&self, service: &str, instances: usize) {
+        let label = [("service", service.to_owned())];
+        self.selector_instances.get_or_create(&label).set(i64::try_from(instances).unwrap_or(i64::MAX));
     }
 
     pub fn backend_problem(&self, service: &str, problem: bool) {

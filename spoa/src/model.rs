@@ -155,6 +155,12 @@ impl LabelFilter {
     }
 }
 
+impl fmt::Display for LabelFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}{}", self.label, if self.equals { "=" } else { "!=" }, self.value)
+    }
+}
+
 /// One service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceConfig {
@@ -173,4 +179,18 @@ pub struct ServiceConfig {
     pub drain: Duration,
     /// Options for `add server` when the backend outgrows its slots.
     pub server_options: String,
+    /// A declared label selector: requests for the named service's hosts carrying exactly this
+    /// selector as their label go to this service's backend, routed by HAProxy through the
+    /// host map. Its instances are then the named service's that match `label_filters`.
+    pub selector_of: Option<DeclaredSelector>,
+}
+
+/// A label selector a service declares for another (`selector_of`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredSelector {
+    /// The service whose hosts' requests name it.
+    pub of: String,
+    /// The declaring service's label filters as `key=value`, sorted by key, comma-separated:
+    /// what a request's label must be, exactly.
+    pub selector: String,
 }

@@ -104,6 +104,9 @@ pub struct Discovery {
     dns: Dns,
     /// Per service (configuration order): its path in the core.
     service_path: Vec<usize>,
+    /// Per service: for one declaring a selector, the service it names (its view is a part of
+    /// that one's).
+    selector_of: Vec<Option<usize>>,
     /// Per service: its name, shared by every snapshot.
     names: Vec<Arc<str>>,
     views: Vec<Option<Arc<ServiceView>>>,
@@ -143,6 +146,11 @@ impl Discovery {
                 })
             })
             .collect();
+        let selector_of = config
+            .services
+            .iter()
+            .map(|s| s.selector_of.as_ref().and_then(|d| config.services.iter().position(|p| p.name == d.of)))
+            .collect();
         let d = config.discovery;
         let mode = if d.persistent_watches { Mode::Persistent } else { Mode::Oneshot };
         let limits = Limits { max_in_flight: d.max_reads_in_flight, jitter: d.reread_jitter, ..Limits::default() };
@@ -160,6 +168,7 @@ impl Discovery {
             core,
             dns: Dns::default(),
             service_path,
+            selector_of,
             views: vec![None; count],
             published: false,
             version: 0,
@@ -410,22 +419,31 @@ impl Discovery {
         }
         let every = std::mem::take(&mut self.dns_changed);
         let mut changed = false;
-        for (i, service) in self.config.services.iter().enumerate() {
+        // Services declaring a selector last, from the views of the services they name.
+        let order = (0..self.config.services.len()).filter(|&i| self.selector_of[i].is_none());
+        let order: Vec<usize> =
+            order.chain((0..self.config.services.len()).filter(|&i| self.selector_of[i].is_some())).collect();
+        for i in order {
+            let service = &self.config.services[i];
             if !every && !touched.contains(&self.service_path[i]) {
                 continue;
             }
             let p = self.service_path[i];
-            let path = &self.path_views[p];
-            let previous = self.views[i].as_deref();
-            let Some(view) = view_of(service, path, previous, &mut self.built[p], &self.dns) else {
-                continue;
+            let view = match self.selector_of[i] {
+                Some(parent) => self.views[parent].as_deref().map(|parent| policy::selected(service, parent)),
+                None => view_of(service, &self.path_views[p], self.views[i].as_deref(), &mut self.built[p], &self.dns),
             };
+            let Some(view) = view else { continue };
             if self.views[i].as_deref() != Some(&view) {
-                report_new_problems(service, self.views[i].as_deref(), &view);
-                if view.source != Source::Discovered {
-                    info!(service = %service.name, source = ?view.source, instances = view.instances.len(), "no instance discovered");
+                if self.selector_of[i].is_some() {
+                    self.metrics.set_selected(&service.name, view.instances.len());
+                } else {
+                    report_new_problems(service, self.views[i].as_deref(), &view);
+                    if view.source != Source::Discovered {
+                        info!(service = %service.name, source = ?view.source, instances = view.instances.len(), "no instance discovered");
+                    }
+                    self.metrics.set_discovered(&service.name, view.instances.len(), view.problems.len());
                 }
-                self.metrics.set_discovered(&service.name, view.instances.len(), view.problems.len());
                 self.views[i] = Some(Arc::new(view));
                 changed = true;
             }

@@ -212,6 +212,20 @@ pub fn view(service: &ServiceConfig, found: Found<'_>, previous: Option<&Service
     ServiceView { instances, source, problems }
 }
 
+/// The view of a service declaring a selector (`selector_of`): the instances of the service it
+/// names (`parent`) that match its filters, as the agent would pick them for that selector,
+/// with the same source (the path's problems are the parent's, reported once, there). (Its own path reading would differ: its filters applied
+/// before one instance per endpoint is kept, and an empty selection kept from before.)
+pub fn selected(service: &ServiceConfig, parent: &ServiceView) -> ServiceView {
+    let instances = parent
+        .instances
+        .iter()
+        .filter(|i| service.label_filters.iter().all(|f| f.matches(&i.labels)))
+        .cloned()
+        .collect();
+    ServiceView { instances, source: parent.source, problems: Vec::new() }
+}
+
 fn default_instance(endpoint: Endpoint) -> Instance {
     Instance::unnamed(endpoint, DEFAULT_WEIGHT, &[])
 }
@@ -283,6 +297,34 @@ mod tests {
         assert_eq!(all.instances[0].weight, 1, "the oldest znode wins");
         let filtered = view(&service("label_filters = [{ label = \"az\", value = \"x\" }]"), found, None);
         assert_eq!(endpoints(&filtered), ["10.0.0.1:80"]);
+    }
+
+    #[test]
+    fn a_declared_selector_selects_from_the_named_services_view_as_the_agent_would() {
+        let text = "[zookeeper]\nconnect = \"127.0.0.1:2181\"\n[haproxy]\nsocket = \"/s\"\n\
+                    [[service]]\nname = \"web\"\nzk_path = \"/web\"\nbackend = \"web\"\n\
+                    [[service]]\nname = \"web-canary\"\nzk_path = \"/web\"\nbackend = \"c\"\n\
+                    label_filters = [{ label = \"canary\", value = \"true\" }]\nselector_of = \"web\"\n";
+        let config = Config::parse(Path::new("t.toml"), text).unwrap();
+        let (web, canary) = (&config.services[0], &config.services[1]);
+        let stable = || usable("s_0000000001", r#"{"host":"10.0.0.1","port":80,"labels":{"canary":"false"}}"#);
+        // The same endpoint twice: the oldest record (stable) is web's, so not a canary.
+        let twin = || usable("t_0000000002", r#"{"host":"10.0.0.1","port":80,"labels":{"canary":"true"}}"#);
+        let new = || usable("u_0000000003", r#"{"host":"10.0.0.2","port":80,"labels":{"canary":"true"},"weight":5}"#);
+        let found =
+            Found::Children(vec![("s_0000000001", stable()), ("t_0000000002", twin()), ("u_0000000003", new())]);
+        let parent = view(web, found, None);
+        let chosen = selected(canary, &parent);
+        assert_eq!(endpoints(&chosen), ["10.0.0.2:80"]);
+        assert_eq!((chosen.instances[0].weight, chosen.source), (5, Source::Discovered));
+        // The canary gone: none selected, though web keeps its instances (and would keep its
+        // last ones if the path emptied: the selection follows).
+        let parent = view(web, Found::Children(vec![("s_0000000001", stable())]), Some(&parent));
+        assert!(selected(canary, &parent).instances.is_empty());
+        let kept =
+            view(web, Found::Children(vec![]), Some(&view(web, Found::Children(vec![("u_0000000003", new())]), None)));
+        let chosen = selected(canary, &kept);
+        assert_eq!((endpoints(&chosen), chosen.source), (vec!["10.0.0.2:80".to_owned()], Source::Previous));
     }
 
     fn instance(child: &Child) -> &Instance {

@@ -12,7 +12,10 @@
 //!    host map ([`crate::hostmap`]), so HAProxy routes them without asking.
 //! 3. Otherwise (no backend, or a selector such as `canary=true` or `az=a,canary=true`; a bare
 //!    `canary` only asks for the label to exist), the agent picks an instance itself among those
-//!    that match, by weighted round robin (weight 0 is never picked).
+//!    that match, by weighted round robin (weight 0 is never picked). A selector a service
+//!    declares (`selector_of`) is in the host map with that service's backend, so HAProxy
+//!    routes it without asking; asked anyway (a spelling the map lacks, or while that service
+//!    has no instance), the agent answers it as any selector, from the same instances.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,14 +56,20 @@ impl Decision<'_> {
     }
 }
 
-/// A host HAProxy can route by itself: requests for it without a label go to `backend`.
+/// A host HAProxy can route by itself: requests for it without a label (or with exactly a
+/// declared selector, `label`) go to `backend`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRoute {
     /// Lowercase, without port.
     pub host: String,
-    /// The service's name as configured.
+    /// A declared selector (a `selector_of` service's); `None` for requests without a label.
+    pub label: Option<String>,
+    /// The requested service's name as configured.
     pub service: String,
     pub backend: String,
+    /// The service whose instances fill `backend`: `service` itself, or the one declaring
+    /// the selector.
+    pub slots: String,
 }
 
 /// A request's routing inputs, as HAProxy sent them.
@@ -75,6 +84,8 @@ struct Target {
     /// The service's name as configured.
     name: String,
     backend: Option<String>,
+    /// Declared selectors: (selector, the declaring service, its backend).
+    selectors: Vec<(String, String, String)>,
     next: AtomicU64,
 }
 
@@ -94,11 +105,22 @@ impl Routes {
         }
         // Exact hosts before `*`, then longer prefixes first; otherwise file order.
         table.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
+        // A service declaring a selector is reached only through it, never by a host of its own.
         let targets = config
             .services
             .iter()
+            .filter(|s| s.selector_of.is_none())
             .map(|s| {
-                let target = Target { name: s.name.clone(), backend: s.backend.clone(), next: AtomicU64::new(0) };
+                let selectors = config
+                    .services
+                    .iter()
+                    .filter_map(|d| {
+                        let declared = d.selector_of.as_ref().filter(|declared| declared.of == s.name)?;
+                        Some((declared.selector.clone(), d.name.clone(), d.backend.clone()?))
+                    })
+                    .collect();
+                let target =
+                    Target { name: s.name.clone(), backend: s.backend.clone(), selectors, next: AtomicU64::new(0) };
                 (s.name.to_ascii_lowercase(), target)
             })
             .collect();
@@ -137,11 +159,13 @@ impl Routes {
     }
 
     /// The hosts whose requests without a label go to a slot backend whatever their path: for
-    /// each, its service and backend. A host of the route table qualifies when all its entries
-    /// name one service and one of them covers every path (`/`); a host `<service><suffix>`
-    /// when no entry of the table can apply to it (none for that host, no `*` entry).
+    /// each, its service and backend; and for each such host of a service with declared
+    /// selectors, each selector with the declaring service's backend. A host of the route
+    /// table qualifies when all its entries name one service and one of them covers every path
+    /// (`/`); a host `<service><suffix>` when no entry of the table can apply to it (none for
+    /// that host, no `*` entry).
     pub fn host_routes(&self) -> Vec<HostRoute> {
-        let mut hosts: BTreeMap<String, HostRoute> = BTreeMap::new();
+        let mut hosts: BTreeMap<String, &Target> = BTreeMap::new();
         let any_host = self.table.iter().any(|r| r.host.is_none());
         let mut table_hosts: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
         for route in &self.table {
@@ -149,21 +173,14 @@ impl Routes {
                 table_hosts.entry(host.as_str()).or_default().push(route);
             }
         }
-        let route_to = |host: &str, target: &Target| {
-            target.backend.as_ref().map(|backend| HostRoute {
-                host: host.to_owned(),
-                service: target.name.clone(),
-                backend: backend.clone(),
-            })
-        };
         for (host, entries) in &table_hosts {
             let one_service = entries.iter().all(|r| r.service == entries[0].service);
             let whole = entries.iter().any(|r| r.path_prefix == "/");
             if one_service
                 && whole
-                && let Some(route) = self.targets.get(entries[0].service.as_str()).and_then(|t| route_to(host, t))
+                && let Some(target) = self.targets.get(entries[0].service.as_str())
             {
-                hosts.insert(route.host.clone(), route);
+                hosts.insert((*host).to_owned(), target);
             }
         }
         if !any_host {
@@ -175,15 +192,34 @@ impl Routes {
                     }
                     // The suffix rule itself must pick this service for this host.
                     let request = Request { host: host.as_bytes(), path: b"/", label: None };
-                    if self.service(&request).is_some_and(|(_, t)| std::ptr::eq(t, target))
-                        && let Some(route) = route_to(&host, target)
-                    {
-                        hosts.insert(host, route);
+                    if self.service(&request).is_some_and(|(_, t)| std::ptr::eq(t, target)) {
+                        hosts.insert(host, target);
                     }
                 }
             }
         }
-        hosts.into_values().collect()
+        let mut routes = Vec::new();
+        for (host, target) in hosts {
+            if let Some(backend) = &target.backend {
+                routes.push(HostRoute {
+                    host: host.clone(),
+                    label: None,
+                    service: target.name.clone(),
+                    backend: backend.clone(),
+                    slots: target.name.clone(),
+                });
+            }
+            for (selector, declaring, backend) in &target.selectors {
+                routes.push(HostRoute {
+                    host: host.clone(),
+                    label: Some(selector.clone()),
+                    service: target.name.clone(),
+                    backend: backend.clone(),
+                    slots: declaring.clone(),
+                });
+            }
+        }
+        routes
     }
 
     fn service(&self, request: &Request<'_>) -> Option<(&str, &Target)> {
