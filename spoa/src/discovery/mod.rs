@@ -107,6 +107,9 @@ pub struct Discovery {
     /// Per service: for one declaring a selector, the service it names (its view is a part of
     /// that one's).
     selector_of: Vec<Option<usize>>,
+    /// The services in the order their views are computed: those declaring a selector last,
+    /// after the services they name.
+    order: Vec<usize>,
     /// Per service: its name, shared by every snapshot.
     names: Vec<Arc<str>>,
     views: Vec<Option<Arc<ServiceView>>>,
@@ -151,6 +154,10 @@ impl Discovery {
             .iter()
             .map(|s| s.selector_of.as_ref().and_then(|d| config.services.iter().position(|p| p.name == d.of)))
             .collect();
+        let order = (0..config.services.len())
+            .filter(|&i| config.services[i].selector_of.is_none())
+            .chain((0..config.services.len()).filter(|&i| config.services[i].selector_of.is_some()))
+            .collect();
         let d = config.discovery;
         let mode = if d.persistent_watches { Mode::Persistent } else { Mode::Oneshot };
         let limits = Limits { max_in_flight: d.max_reads_in_flight, jitter: d.reread_jitter, ..Limits::default() };
@@ -169,6 +176,7 @@ impl Discovery {
             dns: Dns::default(),
             service_path,
             selector_of,
+            order,
             views: vec![None; count],
             published: false,
             version: 0,
@@ -419,11 +427,7 @@ impl Discovery {
         }
         let every = std::mem::take(&mut self.dns_changed);
         let mut changed = false;
-        // Services declaring a selector last, from the views of the services they name.
-        let order = (0..self.config.services.len()).filter(|&i| self.selector_of[i].is_none());
-        let order: Vec<usize> =
-            order.chain((0..self.config.services.len()).filter(|&i| self.selector_of[i].is_some())).collect();
-        for i in order {
+        for &i in &self.order {
             let service = &self.config.services[i];
             if !every && !touched.contains(&self.service_path[i]) {
                 continue;

@@ -106,24 +106,27 @@ impl Routes {
         // Exact hosts before `*`, then longer prefixes first; otherwise file order.
         table.sort_by_key(|r| (r.host.is_none(), std::cmp::Reverse(r.path_prefix.len())));
         // A service declaring a selector is reached only through it, never by a host of its own.
-        let targets = config
+        let mut targets: HashMap<String, Target> = config
             .services
             .iter()
             .filter(|s| s.selector_of.is_none())
             .map(|s| {
-                let selectors = config
-                    .services
-                    .iter()
-                    .filter_map(|d| {
-                        let declared = d.selector_of.as_ref().filter(|declared| declared.of == s.name)?;
-                        Some((declared.selector.clone(), d.name.clone(), d.backend.clone()?))
-                    })
-                    .collect();
-                let target =
-                    Target { name: s.name.clone(), backend: s.backend.clone(), selectors, next: AtomicU64::new(0) };
+                let target = Target {
+                    name: s.name.clone(),
+                    backend: s.backend.clone(),
+                    selectors: Vec::new(),
+                    next: AtomicU64::new(0),
+                };
                 (s.name.to_ascii_lowercase(), target)
             })
             .collect();
+        for service in &config.services {
+            if let (Some(declared), Some(backend)) = (&service.selector_of, &service.backend)
+                && let Some(target) = targets.get_mut(&declared.of.to_ascii_lowercase())
+            {
+                target.selectors.push((declared.selector.clone(), service.name.clone(), backend.clone()));
+            }
+        }
         Routes { suffixes: config.routing.host_suffixes.clone(), table, targets }
     }
 
