@@ -7,7 +7,7 @@
 //!    its ACK, so a slow answer is not hidden by sending less (no coordinated omission).
 //! 2. **End to end**: two HAProxys side by side, one of 1 thread and one of a thread per CPU,
 //!    each with the shipped snippet, its own axon-spoa (at its production intervals) and two
-//!    instances of `web` (labelled `zone=a`, slots). Per HAProxy, in rotating rounds of 5 s of
+//!    instances of `web` (labelled `zone=a` and `az=a`, slots). Per HAProxy, in rotating rounds of 5 s of
 //!    wrk (2 threads, 50 keep-alive connections):
 //!    - **baseline**: the shipped frontend without the SPOE filter (and the rule sending its
 //!      group), `Host: web.example`: HAProxy routes by the host map;
@@ -19,6 +19,9 @@
 //!    - **mix, declared**: 90 % as map, 10 % with `X-Axon-Label: az=a`, a selector the service
 //!      `web-az` declares (`selector_of = "web"`): HAProxy routes those through the host map to
 //!      `web-az`'s slots, and no request asks the agent;
+//!    - **baseline, declared mix**: the same requests as mix, declared, through the baseline's
+//!      frontend: what the filter costs that mix is its share of this one (the plain baseline
+//!      sends every request to one backend, this one to two);
 //!    - with `AXON_PEER_SPOA` naming a build of HAProxy's C example agent
 //!      (github.com/haproxy/spoa-example; HAProxy 2.6 and 3.0 only), **label (C agent)**: a
 //!      copy of the shipped frontend whose engine uses it. It answers `route` with an empty ACK,
@@ -28,7 +31,8 @@
 //!    Each run is checked: at most one request in 10,000 without a 2xx answer or with a
 //!    socket error (a late agent's 503 on this saturated VM; the counts are printed), and
 //!    axon-spoa must have answered as many NOTIFYs as the run had requests asking it (a late
-//!    or absent agent would make HAProxy answer 503 at once, flattering the ratio); the C
+//!    or absent agent would make HAProxy answer 503 at once, flattering the ratio), and none
+//!    in a run whose requests should not ask; the C
 //!    agent's frontend answers 503 too when its agent is late or fails. CPU per request comes from
 //!    the kernel's exact per-thread run time (`/proc/<pid>/task/*/schedstat`) of HAProxy's
 //!    processes and of the agent during each run; the whole machine's busy time per request and
@@ -144,20 +148,14 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     for workload in &runs {
-        let base = runs.iter().find(|b| b.stack == workload.stack && b.kind == Kind::Baseline).expect("a baseline");
-        let mut ratios: Vec<f64> = workload.runs.iter().zip(&base.runs).map(|(w, b)| w.rps / b.rps * 100.0).collect();
-        ratios.sort_by(f64::total_cmp);
+        let share = Share::of(workload, find(&runs, workload.stack, Kind::Baseline));
         let requests: u64 = workload.runs.iter().map(|r| r.requests).sum();
         let asking = requests as f64 * workload.kind.asking_share();
         println!(
-            "| {}, {} | {:.0} | {:.1} %; {:.1} % ({:.1}–{:.1} %) | {} | {:.1} µs | {} | {:.1} µs; {:.1} % | {} | {} / {} |",
+            "| {}, {} | {:.0} | {share} | {} | {:.1} µs | {} | {:.1} µs; {:.1} % | {} | {} / {} |",
             stacks[workload.stack].threads,
             workload.kind.label(),
             workload.mean_rps(),
-            workload.mean_rps() / base.mean_rps() * 100.0,
-            median(ratios.clone()),
-            ratios[0],
-            ratios[ratios.len() - 1],
             workload.latency(),
             workload.haproxy_cpu / requests as f64 * 1e6,
             if asking > 0.0 { format!("{:.1} µs", workload.agent_cpu / asking * 1e6) } else { "—".into() },
@@ -172,12 +170,57 @@ fn main() {
             workload.runs.iter().map(|r| r.socket_errors).sum::<u64>(),
         );
     }
+    // What the filter costs the declared mix: the same requests, to the same backends, through
+    // the frontend without it (the baseline above sends every request to one backend).
+    println!();
+    for (i, stack) in stacks.iter().enumerate() {
+        println!(
+            "{} thread(s): {}, against the same requests without the SPOE filter: {}",
+            stack.threads,
+            Kind::MixDeclared.label(),
+            Share::of(find(&runs, i, Kind::MixDeclared), find(&runs, i, Kind::BaselineDeclared))
+        );
+    }
+}
+
+/// One workload's requests/s as a share of another's in the same rounds: the mean's, and the
+/// median and range of the rounds'.
+struct Share {
+    mean: f64,
+    rounds: Vec<f64>,
+}
+
+impl Share {
+    fn of(workload: &Workload, base: &Workload) -> Share {
+        let mut rounds: Vec<f64> = workload.runs.iter().zip(&base.runs).map(|(w, b)| w.rps / b.rps * 100.0).collect();
+        rounds.sort_by(f64::total_cmp);
+        Share { mean: workload.mean_rps() / base.mean_rps() * 100.0, rounds }
+    }
+}
+
+impl std::fmt::Display for Share {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rounds = &self.rounds;
+        write!(
+            f,
+            "{:.1} %; {:.1} % ({:.1}–{:.1} %)",
+            self.mean,
+            median(rounds.clone()),
+            rounds[0],
+            rounds[rounds.len() - 1]
+        )
+    }
+}
+
+fn find(runs: &[Workload], stack: usize, kind: Kind) -> &Workload {
+    runs.iter().find(|w| w.stack == stack && w.kind == kind).expect("every stack runs every workload")
 }
 
 /// What a wrk run sends, and through which frontend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Baseline,
+    BaselineDeclared,
     Map,
     Label,
     Mix,
@@ -189,6 +232,9 @@ impl Kind {
     fn label(self) -> &'static str {
         match self {
             Kind::Baseline => "baseline: shipped frontend without the SPOE filter, slot host",
+            Kind::BaselineDeclared => {
+                "baseline, declared mix: without the SPOE filter, 90 % slot host, 10 % declared label"
+            }
             Kind::Map => "slot host, no label (host map, no SPOE message)",
             Kind::Label => "label selector (every request asks axon-spoa)",
             Kind::Mix => "90 % slot host, 10 % label",
@@ -200,7 +246,7 @@ impl Kind {
     /// The share of its requests that ask an agent.
     fn asking_share(self) -> f64 {
         match self {
-            Kind::Baseline | Kind::Map | Kind::MixDeclared => 0.0,
+            Kind::Baseline | Kind::BaselineDeclared | Kind::Map | Kind::MixDeclared => 0.0,
             Kind::Label | Kind::PeerLabel => 1.0,
             Kind::Mix => 0.1,
         }
@@ -215,13 +261,13 @@ impl Kind {
         match self {
             Kind::Baseline | Kind::Map => 0,
             Kind::Label | Kind::PeerLabel => 1,
-            Kind::Mix | Kind::MixDeclared => 10,
+            Kind::Mix | Kind::MixDeclared | Kind::BaselineDeclared => 10,
         }
     }
 
     /// The label its labelled requests carry.
     fn selector(self) -> &'static str {
-        if self == Kind::MixDeclared { DECLARED } else { LABEL }
+        if matches!(self, Kind::MixDeclared | Kind::BaselineDeclared) { DECLARED } else { LABEL }
     }
 }
 
@@ -305,7 +351,8 @@ impl Stack {
 
     /// The workloads of this HAProxy, the `index`th stack, with their wrk scripts in `scripts`.
     fn workloads(&self, index: usize, scripts: &Path) -> Vec<Workload> {
-        let mut kinds = vec![Kind::Baseline, Kind::Map, Kind::Label, Kind::Mix, Kind::MixDeclared];
+        let mut kinds =
+            vec![Kind::Baseline, Kind::Map, Kind::Label, Kind::Mix, Kind::MixDeclared, Kind::BaselineDeclared];
         if self.peer.is_some() {
             kinds.push(Kind::PeerLabel);
         }
@@ -315,7 +362,7 @@ impl Stack {
                 stack: index,
                 kind,
                 port: match kind {
-                    Kind::Baseline => self.baseline_port,
+                    Kind::Baseline | Kind::BaselineDeclared => self.baseline_port,
                     Kind::PeerLabel => self.peer.as_ref().map_or(0, |p| p.port),
                     _ => self.port,
                 },

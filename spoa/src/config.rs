@@ -302,11 +302,12 @@ impl RawConfig {
         let mut slots = BTreeSet::new();
         for (i, raw) in self.service.into_iter().enumerate() {
             let service = raw.validate(&check, &format!("service[{i}]"))?;
-            if !names.insert(service.name.clone()) {
+            // Hosts are matched lowercased, so two names differing only in case would be one.
+            if !names.insert(service.name.to_ascii_lowercase()) {
                 return Err(check.invalid(
                     format!("service[{i}].name"),
                     quoted(&service.name),
-                    "a name no other service has",
+                    "a name no other service has, ignoring case",
                 ));
             }
             if let Some(backend) = &service.backend {
@@ -941,5 +942,9 @@ drain = "0s""#,
         let renamed = format!("{MINIMAL}[[service]]\nname = \"web\"\nzk_path = \"/x\"\n");
         let err = parse(&renamed).unwrap_err().to_string();
         assert!(err.contains("`service[1].name` = \"web\""), "{err}");
+        // Hosts are matched lowercased: `WEB` would be `web.example` too.
+        let shouted = format!("{MINIMAL}[[service]]\nname = \"WEB\"\nzk_path = \"/x\"\n");
+        let err = parse(&shouted).unwrap_err().to_string();
+        assert!(err.contains("`service[1].name` = \"WEB\"") && err.contains("ignoring case"), "{err}");
     }
 }
