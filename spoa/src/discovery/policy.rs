@@ -214,8 +214,9 @@ pub fn view(service: &ServiceConfig, found: Found<'_>, previous: Option<&Service
 
 /// The view of a service declaring a selector (`selector_of`): the instances of the service it
 /// names (`parent`) that match its filters, as the agent would pick them for that selector,
-/// with the same source (the path's problems are the parent's, reported once, there). (Its own path reading would differ: its filters applied
-/// before one instance per endpoint is kept, and an empty selection kept from before.)
+/// with the same source. The path's problems are the parent's, reported once, there. (Reading
+/// the path by its own rules would differ: its filters applied before one instance per
+/// endpoint is kept, and an empty selection kept from before.)
 pub fn selected(service: &ServiceConfig, parent: &ServiceView) -> ServiceView {
     let instances = parent
         .instances
