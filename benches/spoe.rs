@@ -7,8 +7,9 @@
 //!    its ACK, so a slow answer is not hidden by sending less (no coordinated omission).
 //! 2. **End to end**: two HAProxys side by side, one of 1 thread and one of a thread per CPU,
 //!    each with the shipped snippet, its own axon-spoa (at its production intervals) and two
-//!    instances of `web` (labelled `zone=a` and `az=a`, slots). Per HAProxy, in rotating rounds of 5 s of
-//!    wrk (2 threads, 50 keep-alive connections):
+//!    instances of `web` (labelled `zone=a` and `az=a`, slots). Per HAProxy, in rounds of 5 s of
+//!    wrk (2 threads, 50 keep-alive connections) whose order rotates and, every other round, runs
+//!    backwards:
 //!    - **baseline**: the shipped frontend without the SPOE filter (and the rule sending its
 //!      group), `Host: web.example`: HAProxy routes by the host map;
 //!    - **map**: the shipped frontend, same requests: the filter is attached but no message is
@@ -32,11 +33,11 @@
 //!    socket error (a late agent's 503 on this saturated VM; the counts are printed), and
 //!    axon-spoa must have answered as many NOTIFYs as the run had requests asking it (a late
 //!    or absent agent would make HAProxy answer 503 at once, flattering the ratio), and none
-//!    in a run whose requests should not ask; the C
-//!    agent's frontend answers 503 too when its agent is late or fails. CPU per request comes from
-//!    the kernel's exact per-thread run time (`/proc/<pid>/task/*/schedstat`) of HAProxy's
-//!    processes and of the agent during each run; the whole machine's busy time per request and
-//!    its idle share from `/proc/stat` (an idle machine would mean the run did not saturate it).
+//!    in a run whose requests should not ask; the C agent's frontend answers 503 too when its
+//!    agent is late or fails. CPU per request comes from the kernel's exact per-thread run time
+//!    (`/proc/<pid>/task/*/schedstat`) of HAProxy's processes and of the agent during each run;
+//!    the whole machine's busy time per request and its idle share from `/proc/stat` (an idle
+//!    machine would mean the run did not saturate it).
 //!
 //! Run with `make bench-spoe-agent` (or `cargo build --release --workspace --bins && cargo
 //! bench --bench spoe`); `AXON_HAPROXY` for another HAProxy. Needs wrk and taskset.
@@ -68,7 +69,9 @@ const WRK_SECONDS: u64 = 5;
 const ROUNDS: usize = 8;
 
 fn rounds() -> usize {
-    std::env::var("AXON_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS)
+    let rounds = std::env::var("AXON_BENCH_ROUNDS").ok().and_then(|r| r.parse().ok()).unwrap_or(ROUNDS);
+    assert!(rounds > 0, "AXON_BENCH_ROUNDS must be at least 1");
+    rounds
 }
 /// The label selector of agent-routed requests (both instances match it).
 const LABEL: &str = "zone=a";
@@ -124,9 +127,7 @@ fn main() {
     // 2. Each HAProxy through each workload, with the CPU its processes used meanwhile.
     let mut runs: Vec<Workload> = stacks.iter().enumerate().flat_map(|(i, s)| s.workloads(i, scripts.path())).collect();
     for round in 0..rounds() {
-        // Which workload goes first rotates, so the machine's drift within a round favours none.
-        for k in 0..runs.len() {
-            let w = (round + k) % runs.len();
+        for w in round_order(round, runs.len()) {
             runs[w].run(&wrk, &stacks);
         }
     }
@@ -482,7 +483,20 @@ fn settled(read: impl Fn() -> f64) -> f64 {
 
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
+    let mid = values.len() / 2;
+    if values.len().is_multiple_of(2) { (values[mid - 1] + values[mid]) / 2.0 } else { values[mid] }
+}
+
+/// The order of the workloads in a round: which goes first rotates, so the machine's drift
+/// within a round favours none, and every other round runs them backwards, so of two workloads
+/// compared side by side (`baseline` and `map`, `mix, declared` and `baseline, declared mix`)
+/// each runs right after the other as often as the other does after it.
+fn round_order(round: usize, workloads: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..workloads).map(|k| (round / 2 + k) % workloads).collect();
+    if !round.is_multiple_of(2) {
+        order.reverse();
+    }
+    order
 }
 
 /// HAProxy's C example agent (github.com/haproxy/spoa-example), the usual reference, when

@@ -555,13 +555,16 @@ pub fn clean_name(name: &str, limit: usize) -> String {
 /// `name`, or if it is taken the first of `name_2`, `name_3`… that is not (within `limit`
 /// characters).
 pub fn unique(name: &str, taken: &BTreeSet<String>, limit: usize) -> String {
-    if !taken.contains(name) {
+    unique_where(name, limit, |n| taken.contains(n))
+}
+
+/// As [`unique`], with `taken` telling which names are (for names compared other than
+/// exactly).
+pub fn unique_where(name: &str, limit: usize, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(name) {
         return name.to_owned();
     }
-    (2..)
-        .map(|n| suffixed(name, &format!("_{n}"), limit))
-        .find(|n| !taken.contains(n))
-        .unwrap_or_else(|| name.to_owned())
+    (2..).map(|n| suffixed(name, &format!("_{n}"), limit)).find(|n| !taken(n)).unwrap_or_else(|| name.to_owned())
 }
 
 /// `name` then `suffix`, within `limit` characters: `name` is cut to make room.

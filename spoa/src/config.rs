@@ -3,7 +3,7 @@
 //! Every default lives in this file. Every error names the file, the field, the value and what
 //! would be accepted (see [`axon_core::config`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -298,16 +298,16 @@ impl RawConfig {
         let haproxy = self.haproxy.validate(&check)?;
         let status_listen = self.status.as_ref().map(|s| s.validate(&check)).transpose()?;
         let mut services = Vec::with_capacity(self.service.len());
-        let mut names = BTreeSet::new();
+        // Lowercased, as hosts are matched: two names differing only in case would be one.
+        let mut names = BTreeMap::new();
         let mut slots = BTreeSet::new();
         for (i, raw) in self.service.into_iter().enumerate() {
             let service = raw.validate(&check, &format!("service[{i}]"))?;
-            // Hosts are matched lowercased, so two names differing only in case would be one.
-            if !names.insert(service.name.to_ascii_lowercase()) {
+            if let Some(other) = names.insert(service.name.to_ascii_lowercase(), i) {
                 return Err(check.invalid(
                     format!("service[{i}].name"),
                     quoted(&service.name),
-                    "a name no other service has, ignoring case",
+                    format!("a name no other service has, ignoring case (service[{other}] has it)"),
                 ));
             }
             if let Some(backend) = &service.backend {
@@ -945,6 +945,9 @@ drain = "0s""#,
         // Hosts are matched lowercased: `WEB` would be `web.example` too.
         let shouted = format!("{MINIMAL}[[service]]\nname = \"WEB\"\nzk_path = \"/x\"\n");
         let err = parse(&shouted).unwrap_err().to_string();
-        assert!(err.contains("`service[1].name` = \"WEB\"") && err.contains("ignoring case"), "{err}");
+        assert!(
+            err.contains("`service[1].name` = \"WEB\"") && err.contains("ignoring case (service[0] has it)"),
+            "{err}"
+        );
     }
 }

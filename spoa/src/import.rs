@@ -41,7 +41,7 @@ use std::path::Path;
 pub use axon_core::import::{ImportError, ServiceDir, ServiceFile, Warning, service_conf_dir};
 use axon_core::import::{
     Json, Obj, Report, Source, Tool, ZkHosts, at_or_document, clean_name, duration, field, integer, one_ensemble,
-    port_of, shown_or_nothing, string, suffixed, take_zk_path, unique,
+    port_of, shown_or_nothing, string, suffixed, take_zk_path, unique_where,
 };
 
 use crate::config::{Config, DEFAULT_SERVER_OPTIONS};
@@ -393,6 +393,7 @@ struct Frontend {
 /// Proxy and service names in use.
 #[derive(Debug, Default)]
 struct Names {
+    /// Lowercased.
     services: BTreeSet<String>,
     proxies: BTreeSet<String>,
 }
@@ -451,7 +452,8 @@ fn convert_service(
     let hosts_at = field(&discovery_at, "hosts");
 
     let service_name = clean_name(name, NAME_LIMIT);
-    let service_name = unique(&service_name, &names.services, NAME_LIMIT);
+    // axon-spoa matches hosts lowercased, so two names may not differ only in case.
+    let service_name = unique_where(&service_name, NAME_LIMIT, |n| names.services.contains(&n.to_ascii_lowercase()));
     if service_name != name {
         out.warn(
             file,
@@ -459,7 +461,7 @@ fn convert_service(
             format!("the name {name:?} is not one axon-spoa accepts, or is taken: named {service_name:?}"),
         );
     }
-    names.services.insert(service_name.clone());
+    names.services.insert(service_name.to_ascii_lowercase());
 
     let default_servers = match obj.take("default_servers") {
         None => Vec::new(),

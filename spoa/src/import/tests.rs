@@ -465,6 +465,29 @@ fn names_haproxy_and_axon_spoa_accept() {
 }
 
 #[test]
+fn names_differing_only_in_case_are_two_services() {
+    // axon-spoa matches hosts lowercased, so it refuses `Web` beside `web`.
+    let text = format!(
+        r#"{{"services": {{
+            "Web": {{"discovery": {{"method": "zookeeper", "path": "/a", "hosts": ["zk:2181"]}}}},
+            "web": {{"discovery": {{"method": "zookeeper", "path": "/b", "hosts": ["zk:2181"]}}}}
+        }}, {}}}"#,
+        global(r#""mode http""#)
+    );
+    let imported = convert(&text);
+    assert!(
+        lines(&imported).contains(
+            &"synapse.json: services.web: the name \"web\" is not one axon-spoa accepts, or is taken: named \"web_2\""
+                .to_owned()
+        ),
+        "{:?}",
+        lines(&imported)
+    );
+    let names: Vec<String> = config(&imported).services.into_iter().map(|s| s.name).collect();
+    assert_eq!(names, ["Web", "web_2"]);
+}
+
+#[test]
 fn long_names_stay_within_64_characters() {
     let long = "s".repeat(70);
     let text = format!(
