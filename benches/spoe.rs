@@ -65,7 +65,7 @@ const OPEN_LOOP_RATE: u64 = 20_000;
 const WRK_SECONDS: u64 = 5;
 /// Rounds of one run of each workload: the machine's speed drifts by tens of per cent over a
 /// minute, so short runs side by side, many times, compare like with like. (`AXON_BENCH_ROUNDS`
-/// sets another number, for a quick look.)
+/// sets another number, for a quick look; an even one keeps the order balanced.)
 const ROUNDS: usize = 8;
 
 fn rounds() -> usize {
@@ -490,7 +490,8 @@ fn median(mut values: Vec<f64>) -> f64 {
 /// The order of the workloads in a round: which goes first rotates, so the machine's drift
 /// within a round favours none, and every other round runs them backwards, so of two workloads
 /// compared side by side (`baseline` and `map`, `mix, declared` and `baseline, declared mix`)
-/// each runs right after the other as often as the other does after it.
+/// each runs right after the other as often as the other does after it (over an even number of
+/// rounds).
 fn round_order(round: usize, workloads: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..workloads).map(|k| (round / 2 + k) % workloads).collect();
     if !round.is_multiple_of(2) {
