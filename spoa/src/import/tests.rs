@@ -39,6 +39,17 @@ fn web(discovery: &str, fields: &str) -> String {
     )
 }
 
+/// Two zookeeper services, named `first` (on `/a`) and `second` (on `/b`), with nothing else.
+fn two_services(first: &str, second: &str) -> String {
+    format!(
+        r#"{{"services": {{
+            "{first}": {{"discovery": {{"method": "zookeeper", "path": "/a", "hosts": ["zk:2181"]}}}},
+            "{second}": {{"discovery": {{"method": "zookeeper", "path": "/b", "hosts": ["zk:2181"]}}}}
+        }}, {}}}"#,
+        global(r#""mode http""#)
+    )
+}
+
 fn warning(text: &str) -> Vec<String> {
     vec![text.to_owned()]
 }
@@ -467,14 +478,7 @@ fn names_haproxy_and_axon_spoa_accept() {
 #[test]
 fn names_differing_only_in_case_are_two_services() {
     // axon-spoa matches hosts lowercased, so it refuses `Web` beside `web`.
-    let text = format!(
-        r#"{{"services": {{
-            "Web": {{"discovery": {{"method": "zookeeper", "path": "/a", "hosts": ["zk:2181"]}}}},
-            "web": {{"discovery": {{"method": "zookeeper", "path": "/b", "hosts": ["zk:2181"]}}}}
-        }}, {}}}"#,
-        global(r#""mode http""#)
-    );
-    let imported = convert(&text);
+    let imported = convert(&two_services("Web", "web"));
     assert!(
         lines(&imported).contains(
             &"synapse.json: services.web: the name \"web\" is not one axon-spoa accepts, or is taken: named \"web_2\""
@@ -490,14 +494,7 @@ fn names_differing_only_in_case_are_two_services() {
 #[test]
 fn long_names_stay_within_64_characters() {
     let long = "s".repeat(70);
-    let text = format!(
-        r#"{{"services": {{
-            "{long}": {{"discovery": {{"method": "zookeeper", "path": "/a", "hosts": ["zk:2181"]}}}},
-            "{long}x": {{"discovery": {{"method": "zookeeper", "path": "/b", "hosts": ["zk:2181"]}}}}
-        }}, {}}}"#,
-        global(r#""mode http""#)
-    );
-    let config = config(&convert(&text));
+    let config = config(&convert(&two_services(&long, &format!("{long}x"))));
     let names: Vec<(usize, usize)> =
         config.services.iter().map(|s| (s.name.len(), s.backend.as_ref().map_or(0, String::len))).collect();
     assert_eq!(names, [(64, 64), (64, 64)]);
